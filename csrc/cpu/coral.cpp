@@ -1,0 +1,50 @@
+// CPU (OpenMP) centring kernel of Deep CORAL and its CPU registration.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
+#include <torch/library.h>
+
+#include "sim2real_fast/coral.h"
+
+namespace sim2real_fast::coral {
+namespace {
+
+template <typename T>
+void centre_impl(const T* src, const T* mean, T scale, int64_t rows, int64_t d, T* out) {
+#pragma omp parallel for num_threads(at::get_num_threads())
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* s = src + i * d;
+    T* o = out + i * d;
+#pragma omp simd
+    for (int64_t f = 0; f < d; ++f) o[f] = (s[f] - mean[f]) * scale;
+  }
+}
+
+void centre(const at::Tensor& src, const at::Tensor& mean, double scale, at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "coral_centre_cpu", [&] {
+    centre_impl<scalar_t>(src.const_data_ptr<scalar_t>(), mean.const_data_ptr<scalar_t>(),
+                          static_cast<scalar_t>(scale), src.size(0), src.size(1),
+                          out.mutable_data_ptr<scalar_t>());
+  });
+}
+
+constexpr Backend kCpuBackend{centre};
+
+std::tuple<at::Tensor, at::Tensor> coral_cpu(const at::Tensor& x, const at::Tensor& y) {
+  return forward(x, y, kCpuBackend);
+}
+
+std::tuple<at::Tensor, at::Tensor> coral_backward_cpu(const at::Tensor& g, const at::Tensor& x,
+                                                      const at::Tensor& y) {
+  return backward(g, x, y, kCpuBackend);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sim2real_fast, CPU, m) {
+  m.impl("coral", &coral_cpu);
+  m.impl("_coral_backward", &coral_backward_cpu);
+}
+
+}  // namespace sim2real_fast::coral

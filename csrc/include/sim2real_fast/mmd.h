@@ -1,0 +1,58 @@
+// Multi-kernel Gaussian MMD^2: a device-generic tiled driver plus per-device tile kernels.
+//
+// Kernel: k(a, b) = sum_k w_k exp(c_k ||a - b||^2) with c_k = -1 / (2 sigma2_k).
+// The quadratic estimators walk (tile x tile) blocks of the pair matrices. For each block the
+// driver centres the rows by the pooled mean (distances are translation invariant, centring keeps
+// ||a||^2 + ||b||^2 - 2 a.b accurate), writes the block of dot products into a reusable scratch
+// buffer with one GEMM, and hands it to the device's tile kernel, which turns it into distances,
+// kernel values and either a sum (forward) or the gradient coefficients (backward, followed by two
+// more GEMMs). No n x m matrix exists at any time: memory is O((n + m) d) plus one tile.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string_view>
+#include <tuple>
+
+namespace sim2real_fast::mmd {
+
+enum class Estimator { kUnbiased, kBiased, kLinear };
+
+// Parses "unbiased" / "biased" / "linear"; anything else is an error naming the argument.
+Estimator parse_estimator(std::string_view estimator);
+
+// The device-specific pieces. Tensors handed to them are contiguous and of one dtype and device.
+struct Backend {
+  int64_t tile;  // rows (and columns) of one block of the pair matrix
+
+  // acc[slot] += sum_ij k(d_ij), d_ij = max(na_i + nb_j - 2 dot_ij, 0), over the (TI, TJ) block;
+  // strict_upper: only j > i (diagonal blocks of a within-domain matrix). acc is float64 (3,).
+  void (*tile_sum)(const at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb,
+                   const at::Tensor& c, const at::Tensor& w, bool strict_upper, at::Tensor& acc,
+                   int64_t slot);
+
+  // dot <- scale * dk/dd(d_ij) in place, with 0 where strict_upper masks (j <= i).
+  void (*tile_grad)(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb,
+                    const at::Tensor& c, const at::Tensor& w, bool strict_upper, double scale);
+
+  // Linear-time estimator on `pairs` consecutive pairs: acc[0] += sum_l h_l (float64 acc).
+  void (*linear_sum)(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c,
+                     const at::Tensor& w, int64_t pairs, at::Tensor& acc);
+
+  // gx, gy (zero-initialised) <- scale * dh/dx, dh/dy summed over the pairs.
+  void (*linear_grad)(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c,
+                      const at::Tensor& w, int64_t pairs, double scale, at::Tensor& gx,
+                      at::Tensor& gy);
+};
+
+// sigma2 (K,), weights (K,): per-kernel squared bandwidths and weights. Returns a 0-dim tensor.
+at::Tensor forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
+                   const at::Tensor& weights, std::string_view estimator, const Backend& backend);
+
+// Gradients of grad * MMD^2 with respect to x and y (sigma2 and weights are constants).
+std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x,
+                                            const at::Tensor& y, const at::Tensor& sigma2,
+                                            const at::Tensor& weights, std::string_view estimator,
+                                            const Backend& backend);
+
+}  // namespace sim2real_fast::mmd

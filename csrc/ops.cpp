@@ -1,0 +1,19 @@
+// Every op schema of the library. Kernels: csrc/cpu/*.cpp (CPU) and csrc/cuda/*.cu (CUDA);
+// autograd and fake (meta) implementations: sim2real_fast/ops/*.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(sim2real_fast, m) {
+  // Multi-kernel Gaussian MMD^2 between x (n, d) and y (m, d):
+  // k(a, b) = sum_k weights[k] exp(-||a - b||^2 / (2 sigma2[k])), estimator in
+  // {"unbiased", "biased", "linear"}. Returns a 0-dim tensor.
+  m.def("mmd(Tensor x, Tensor y, Tensor sigma2, Tensor weights, str estimator) -> Tensor");
+  // grad * d(mmd)/dx, grad * d(mmd)/dy; sigma2 and weights are constants.
+  m.def("_mmd_backward(Tensor grad, Tensor x, Tensor y, Tensor sigma2, Tensor weights, "
+        "str estimator) -> (Tensor, Tensor)");
+  // Deep CORAL: (||C_x - C_y||_F^2 / (4 d^2), C_x - C_y), covariances normalised by n - 1.
+  m.def("coral(Tensor x, Tensor y) -> (Tensor, Tensor)");
+  // Given g = dL/d(C_x - C_y) (d, d), symmetric: (2/(n-1) (x - mean_x) g, -2/(m-1) (y - mean_y) g).
+  m.def("_coral_backward(Tensor g, Tensor x, Tensor y) -> (Tensor, Tensor)");
+  // Gradient reversal: a copy of x forward, -alpha * grad backward (any device).
+  m.def("grad_reverse(Tensor x, float alpha) -> Tensor");
+}

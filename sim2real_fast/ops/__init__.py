@@ -1,0 +1,7 @@
+"""Thin wrappers over ``torch.ops.sim2real_fast``: argument checks, fake tensors, autograd."""
+
+from .coral import coral
+from .grad_reverse import dann_alpha, grad_reverse
+from .mmd import DEFAULT_KERNEL_SCALES, ESTIMATORS, bandwidth_heuristic, mmd
+
+__all__ = ["DEFAULT_KERNEL_SCALES", "ESTIMATORS", "bandwidth_heuristic", "coral", "dann_alpha", "grad_reverse", "mmd"]

@@ -1,0 +1,163 @@
+"""Multi-kernel Gaussian MMD^2 (``torch.ops.sim2real_fast.mmd``): wrapper, bandwidth heuristics, autograd."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .. import _extension
+from . import _checks
+
+ESTIMATORS = ("unbiased", "biased", "linear")
+DEFAULT_KERNEL_SCALES = (0.125, 0.25, 0.5, 1.0, 2.0)
+#: Pooled points used by ``bandwidth="median"``: z[floor(i * N / s)] for i < s = min(N, 1024).
+MEDIAN_SUBSAMPLE = 1024
+
+_OP = "sim2real_fast.mmd"
+
+
+def median_subsample_indices(total: int, device: torch.device | None = None) -> torch.Tensor:
+    """Indices of the deterministic subsample of the pooled ``z = [x; y]`` used by the median heuristic."""
+    s = min(total, MEDIAN_SUBSAMPLE)
+    return torch.arange(s, device=device) * total // s
+
+
+def bandwidth_heuristic(x: torch.Tensor, y: torch.Tensor, method: str = "mean") -> torch.Tensor:
+    """Heuristic base squared bandwidth ``h`` of the pooled samples ``z = [x; y]`` (0-dim, detached).
+
+    - ``"mean"``: the mean of ``||z_i - z_j||^2`` over all ordered pairs ``i != j``, computed in
+      O((n + m) d) as ``2 / (N - 1) * sum_i ||z_i - mean(z)||^2`` (N = n + m) without forming pairs.
+    - ``"median"``: the median (``torch.quantile(q=0.5)``, linear interpolation) of ``||z_a - z_b||^2``
+      over all pairs ``a < b`` of the subsample ``z[floor(i N / s)]``, ``i < s = min(N, 1024)``.
+
+    The result is clamped below by the dtype's smallest normal number, so identical samples give a
+    finite kernel. NaN in the input gives NaN.
+    """
+    x, y = x.detach(), y.detach()
+    n, m = x.shape[0], y.shape[0]
+    total = n + m
+    if method == "mean":
+        # sum_i ||z_i - mean(z)||^2 from per-domain means and variances: O(d) extra memory.
+        mean_x, mean_y = x.mean(0), y.mean(0)
+        pooled = (n * mean_x + m * mean_y) / total
+        sum_sq = n * (x.var(0, correction=0).sum() + (mean_x - pooled).square().sum()) + m * (
+            y.var(0, correction=0).sum() + (mean_y - pooled).square().sum()
+        )
+        h = 2.0 * sum_sq / (total - 1)
+    elif method == "median":
+        idx = median_subsample_indices(total, x.device)
+        z = torch.cat([x.index_select(0, idx[idx < n]), y.index_select(0, idx[idx >= n] - n)])
+        z = z - z.mean(0)
+        sq = z.square().sum(1)
+        dist = (sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)).clamp_min(0.0)
+        iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1, device=x.device)
+        h = torch.quantile(dist[iu[0], iu[1]], 0.5)
+    else:
+        raise ValueError(f"{_OP}: bandwidth must be 'mean', 'median', a positive float or a 1-D tensor, got {method!r}")
+    return h.clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def resolve_kernels(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bandwidth: str | float | torch.Tensor,
+    kernel_scales: Sequence[float],
+    weights: Sequence[float] | torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-kernel squared bandwidths ``sigma2`` (K,) and weights (K,), in x's dtype and device."""
+    opts = {"dtype": x.dtype, "device": x.device}
+    if isinstance(bandwidth, torch.Tensor) and bandwidth.dim() == 1:
+        if bandwidth.requires_grad:
+            raise ValueError(f"{_OP}: gradients with respect to the bandwidth are not computed; pass bandwidth.detach()")
+        if bandwidth.numel() == 0:
+            raise ValueError(f"{_OP}: a bandwidth tensor must hold at least one squared bandwidth")
+        sigma2 = bandwidth.to(**opts)
+        if not torch.compiler.is_compiling() and bool((sigma2 <= 0).any()):
+            raise ValueError(f"{_OP}: squared bandwidths must be positive, got {sigma2.tolist()}")
+    else:
+        scales = tuple(float(s) for s in kernel_scales)
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"{_OP}: kernel_scales must be a non-empty sequence of positive numbers, got {kernel_scales!r}")
+        if isinstance(bandwidth, str):
+            h = bandwidth_heuristic(x, y, bandwidth)
+        elif isinstance(bandwidth, torch.Tensor) and bandwidth.dim() == 0:
+            h = bandwidth.detach().to(**opts)
+        elif isinstance(bandwidth, (int, float)) and not isinstance(bandwidth, bool):
+            if not (bandwidth > 0 and bandwidth < float("inf")):
+                raise ValueError(f"{_OP}: a float bandwidth must be positive and finite, got {bandwidth}")
+            h = torch.tensor(float(bandwidth), **opts)
+        else:
+            raise ValueError(f"{_OP}: bandwidth must be 'mean', 'median', a positive float or a 1-D tensor, got {bandwidth!r}")
+        sigma2 = h * torch.tensor(scales, **opts)
+    k = sigma2.shape[0]
+    if weights is None:
+        w = torch.full((k,), 1.0 / k, **opts)
+    else:
+        w = torch.as_tensor(weights).detach().to(**opts)
+        if w.dim() != 1 or w.shape[0] != k:
+            raise ValueError(f"{_OP}: weights must be 1-D with one entry per kernel ({k}), got shape {tuple(w.shape)}")
+    return sigma2, w
+
+
+def mmd(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    estimator: str = "unbiased",
+    bandwidth: str | float | torch.Tensor = "mean",
+    kernel_scales: Sequence[float] = DEFAULT_KERNEL_SCALES,
+    weights: Sequence[float] | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multi-kernel Gaussian MMD^2 between samples x (n, d) and y (m, d); returns a 0-dim tensor.
+
+    Kernel ``k(a, b) = sum_k w_k exp(-||a - b||^2 / (2 sigma_k^2))`` with ``sigma_k^2 = s_k h``:
+    ``s_k`` from ``kernel_scales``, ``h`` from ``bandwidth`` (``"mean"``, ``"median"``: see
+    :func:`bandwidth_heuristic`; a float: ``h`` itself). A 1-D tensor ``bandwidth`` gives the
+    ``sigma_k^2`` directly (``kernel_scales`` is then ignored). ``weights`` default to ``1/K``.
+    Heuristic bandwidths are constants for autograd (detached); gradients flow to x and y only.
+
+    ``estimator``:
+    - ``"unbiased"``: U-statistic, within-domain sums exclude i = j (needs n, m >= 2);
+    - ``"biased"``: V-statistic, all pairs (n, m >= 1);
+    - ``"linear"``: Gretton's linear-time estimator on L = floor(min(n, m) / 2) consecutive pairs
+      ``(x_2l, x_2l+1, y_2l, y_2l+1)``: ``mean_l k(x,x') + k(y,y') - k(x,y') - k(x',y)``.
+
+    n != m is allowed. Float16/bfloat16 inputs are computed in float32. NaN in x or y gives NaN.
+    The compiled kernels are tiled: no n x m matrix is formed, memory is O((n + m) d).
+    """
+    x, y = _checks.feature_pair(_OP, x, y)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"{_OP}: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    need = {"unbiased": 2, "biased": 1, "linear": 2}[estimator]
+    _checks.min_samples(_OP, x, y, need, f"the {estimator} estimator")
+    if not _extension.HAS_EXTENSION:
+        from ..reference import mmd as reference_mmd
+
+        return reference_mmd(x, y, estimator=estimator, bandwidth=bandwidth, kernel_scales=kernel_scales, weights=weights)
+    sigma2, w = resolve_kernels(x, y, bandwidth, kernel_scales, weights)
+    return torch.ops.sim2real_fast.mmd(x, y, sigma2, w, estimator)
+
+
+if _extension.HAS_EXTENSION:
+
+    @torch.library.register_fake("sim2real_fast::mmd")
+    def _mmd_fake(x, y, sigma2, weights, estimator):
+        torch._check(x.dim() == 2 and y.dim() == 2 and x.shape[1] == y.shape[1], lambda: "mmd: x (n, d), y (m, d)")
+        return x.new_empty(())
+
+    @torch.library.register_fake("sim2real_fast::_mmd_backward")
+    def _mmd_backward_fake(grad, x, y, sigma2, weights, estimator):
+        return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(y, memory_format=torch.contiguous_format)
+
+    def _mmd_setup_context(ctx, inputs, output):
+        x, y, sigma2, weights, estimator = inputs
+        ctx.save_for_backward(x, y, sigma2, weights)
+        ctx.estimator = estimator
+
+    def _mmd_backward(ctx, grad):
+        x, y, sigma2, weights = ctx.saved_tensors
+        gx, gy = torch.ops.sim2real_fast._mmd_backward(grad, x, y, sigma2, weights, ctx.estimator)
+        return gx, gy, None, None, None
+
+    torch.library.register_autograd("sim2real_fast::mmd", _mmd_backward, setup_context=_mmd_setup_context)

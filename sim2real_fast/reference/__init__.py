@@ -1,0 +1,10 @@
+"""Pure-PyTorch versions of every op: the test oracle, and the fallback without the compiled library.
+
+They are written for clarity, not speed: the MMD builds the full (K, n, m) kernel matrices.
+"""
+
+from .coral import coral
+from .grad_reverse import grad_reverse
+from .mmd import bandwidth_heuristic, mmd
+
+__all__ = ["bandwidth_heuristic", "coral", "grad_reverse", "mmd"]
