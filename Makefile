@@ -1,0 +1,37 @@
+# sim2real_fast developer entry points.
+#   make test                    venv + torch + build tools, build the extension, run the tests
+#   make test TORCH=torch==2.14.1 S2R_CUDA=ON   the same with a CUDA build of torch and the CUDA kernels
+#   make bench                   benchmarks against the reference and the peers -> benchmarks/RESULTS.md
+PYTHON   ?= python3
+VENV     ?= .venv
+TORCH    ?= torch==2.13.0
+S2R_CUDA ?= AUTO
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda /usr/local/cuda-13.0))
+PYTEST_ARGS ?=
+
+BIN       := $(VENV)/bin
+BUILD_DIR := build/$(notdir $(VENV))
+BUILD_TOOLS := numpy "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja
+export PATH := $(if $(CUDA_HOME),$(CUDA_HOME)/bin:)$(PATH)
+
+.PHONY: install test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Build against the venv's torch without isolation (an isolated build would link another torch).
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH)" $(BUILD_TOOLS)
+	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q --no-build-isolation -Cbuild-dir=$(BUILD_DIR) ".[test]"
+	$(BIN)/python -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
+
+test: install
+	$(BIN)/pytest python_tests $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m pip install -q ".[bench,peers]" --no-build-isolation -Cbuild-dir=$(BUILD_DIR)
+	$(BIN)/python benchmarks/run.py --out benchmarks/RESULTS.md
+
+clean:
+	rm -rf build .venv .venv-* .benchmarks .pytest_cache
