@@ -31,13 +31,15 @@ def bandwidth_heuristic(x: torch.Tensor, y: torch.Tensor, method: str = "mean") 
     - ``"median"``: the median (``torch.quantile(q=0.5)``, linear interpolation) of ``||z_a - z_b||^2``
       over all pairs ``a < b`` of the subsample ``z[floor(i N / s)]``, ``i < s = min(N, 1024)``.
 
-    The result is clamped below by the dtype's smallest normal number, so identical samples give a
-    finite kernel. NaN in the input gives NaN.
+    The result is clamped below by the square root of the dtype's smallest normal number (about
+    1e-19 in float32), so identical samples give a finite kernel. NaN in the input gives NaN.
     """
     x, y = x.detach(), y.detach()
     n, m = x.shape[0], y.shape[0]
     total = n + m
-    if method == "mean":
+    if x.shape[1] == 0:  # no features: every distance is zero
+        h = x.new_zeros(())
+    elif method == "mean":
         # sum_i ||z_i - mean(z)||^2 from per-domain means and variances: O(d) extra memory.
         mean_x, mean_y = x.mean(0), y.mean(0)
         pooled = (n * mean_x + m * mean_y) / total
@@ -55,7 +57,7 @@ def bandwidth_heuristic(x: torch.Tensor, y: torch.Tensor, method: str = "mean") 
         h = torch.quantile(dist[iu[0], iu[1]], 0.5)
     else:
         raise ValueError(f"{_OP}: bandwidth must be 'mean', 'median', a positive float or a 1-D tensor, got {method!r}")
-    return h.clamp_min(torch.finfo(x.dtype).tiny)
+    return h.clamp_min(torch.finfo(x.dtype).tiny ** 0.5)
 
 
 def resolve_kernels(
@@ -94,7 +96,7 @@ def resolve_kernels(
     if weights is None:
         w = torch.full((k,), 1.0 / k, **opts)
     else:
-        w = torch.as_tensor(weights).detach().to(**opts)
+        w = torch.as_tensor(weights, **opts).detach()
         if w.dim() != 1 or w.shape[0] != k:
             raise ValueError(f"{_OP}: weights must be 1-D with one entry per kernel ({k}), got shape {tuple(w.shape)}")
     return sigma2, w

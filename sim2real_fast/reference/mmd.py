@@ -28,7 +28,7 @@ def bandwidth_heuristic(x: torch.Tensor, y: torch.Tensor, method: str = "mean") 
         h = torch.quantile(_sq_dists(sub, sub)[iu[0], iu[1]], 0.5)
     else:
         raise ValueError(f"unknown bandwidth heuristic {method!r}")
-    return h.clamp_min(torch.finfo(z.dtype).tiny)
+    return h.clamp_min(torch.finfo(z.dtype).tiny ** 0.5)
 
 
 def mmd(
@@ -47,10 +47,10 @@ def mmd(
         if isinstance(bandwidth, str):
             h = bandwidth_heuristic(x, y, bandwidth)
         else:
-            h = torch.as_tensor(bandwidth).detach().to(x)
+            h = torch.as_tensor(bandwidth, dtype=x.dtype, device=x.device).detach()
         sigma2 = h * torch.tensor(tuple(kernel_scales), dtype=x.dtype, device=x.device)
     k = sigma2.shape[0]
-    w = torch.full((k,), 1.0 / k, dtype=x.dtype, device=x.device) if weights is None else torch.as_tensor(weights).detach().to(x)
+    w = torch.full((k,), 1.0 / k, dtype=x.dtype, device=x.device) if weights is None else torch.as_tensor(weights, dtype=x.dtype, device=x.device).detach()
 
     def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         d = _sq_dists(a, b)

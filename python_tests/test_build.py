@@ -1,0 +1,33 @@
+"""The compiled library: loaded, its ops registered, built the way CI asked for."""
+
+import os
+
+import pytest
+import torch
+
+import sim2real_fast
+
+
+def test_extension_is_loaded():
+    info = sim2real_fast.build_info()
+    assert info["extension"] is True, info
+    assert sim2real_fast.HAS_EXTENSION
+    assert info["openmp"] > 0
+
+
+@pytest.mark.parametrize("name", ["mmd", "_mmd_backward", "coral", "_coral_backward", "grad_reverse"])
+def test_ops_registered(name):
+    op = getattr(torch.ops.sim2real_fast, name)
+    assert op.default._schema.name == f"sim2real_fast::{name}"
+
+
+@pytest.mark.skipif("S2R_EXPECT_CUDA" not in os.environ, reason="CI sets S2R_EXPECT_CUDA to 0 or 1")
+def test_cuda_kernels_built_as_requested():
+    expected = os.environ["S2R_EXPECT_CUDA"] == "1"
+    info = sim2real_fast.build_info()
+    assert info["cuda"] is expected, info
+    if expected:
+        assert "90" in info["cuda_architectures"] and "80" in info["cuda_architectures"]
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("sim2real_fast::mmd", "CUDA")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("sim2real_fast::coral", "CUDA")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("sim2real_fast::mmd", "CPU")
