@@ -125,7 +125,7 @@ def test_empty_feature_dimension_gives_zero(device):
     x, y = torch.zeros(5, 0, device=device, requires_grad=True), torch.zeros(4, 0, device=device, requires_grad=True)
     for estimator in ESTIMATORS:
         out = s2r.mmd(x, y, estimator=estimator)
-        assert out.item() == pytest.approx(0.0, abs=1e-12)
+        assert out.item() == pytest.approx(0.0, abs=1e-6)  # float32 rounding of the weights
         gx, gy = torch.autograd.grad(out, (x, y))
         assert gx.shape == (5, 0) and gy.shape == (4, 0)
 
