@@ -1,6 +1,8 @@
 """The compiled library: loaded, its ops registered, built the way CI asked for."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -31,3 +33,18 @@ def test_cuda_kernels_built_as_requested():
         assert torch._C._dispatch_has_kernel_for_dispatch_key("sim2real_fast::mmd", "CUDA")
         assert torch._C._dispatch_has_kernel_for_dispatch_key("sim2real_fast::coral", "CUDA")
     assert torch._C._dispatch_has_kernel_for_dispatch_key("sim2real_fast::mmd", "CPU")
+
+
+def test_reference_fallback_without_the_compiled_library():
+    """Without _C the public functions warn once at import and run the pure-PyTorch references."""
+    code = (
+        "import sys, warnings; sys.modules['sim2real_fast._C'] = None\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always'); import sim2real_fast as s\n"
+        "assert any('compiled library could not be loaded' in str(w.message) for w in caught)\n"
+        "import torch; x, y = torch.randn(9, 3), torch.randn(7, 3)\n"
+        "assert not s.HAS_EXTENSION and s.build_info()['extension'] is False\n"
+        "assert torch.equal(s.mmd(x, y), s.reference.mmd(x, y)) and torch.equal(s.coral(x, y), s.reference.coral(x, y))\n"
+        "assert torch.equal(s.grad_reverse(x, 0.5), x)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(__file__))
