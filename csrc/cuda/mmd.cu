@@ -18,9 +18,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxBlocks = 4096;
 
-int blocks_for(int64_t work) {
-  return static_cast<int>(std::min<int64_t>((work + kThreads - 1) / kThreads, kMaxBlocks));
-}
+int blocks_for_rows(int64_t rows) { return static_cast<int>(std::min<int64_t>(rows, kMaxBlocks)); }
 
 template <typename T>
 __device__ __forceinline__ T exp_(T v) {
@@ -72,18 +70,22 @@ __device__ __forceinline__ void block_sum_to(double v, double* out) {
   }
 }
 
+// Blocks stride over the rows of the (rows, cols) tile, threads over its columns: coalesced reads
+// of the dot products and of nb, one row norm per block, no index division.
 template <typename T>
 __global__ void tile_sum_kernel(const T* __restrict__ dot, const T* __restrict__ na,
                                 const T* __restrict__ nb, const T* __restrict__ c,
                                 const T* __restrict__ w, int k, int64_t rows, int64_t cols,
                                 bool strict_upper, double* __restrict__ out) {
   double local = 0.0;
-  const int64_t total = rows * cols;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
-       idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t i = idx / cols, j = idx - i * cols;
-    if (strict_upper && j <= i) continue;
-    local += kernel_value(squared_distance(na[i], nb[j], dot[idx]), c, w, k);
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const T* row = dot + i * cols;
+    const T norm_i = na[i];
+    T row_total = 0;
+    for (int64_t j = (strict_upper ? i + 1 : 0) + threadIdx.x; j < cols; j += blockDim.x) {
+      row_total += kernel_value(squared_distance(norm_i, nb[j], row[j]), c, w, k);
+    }
+    local += row_total;
   }
   block_sum_to(local, out);
 }
@@ -93,13 +95,13 @@ __global__ void tile_grad_kernel(T* __restrict__ dot, const T* __restrict__ na,
                                  const T* __restrict__ nb, const T* __restrict__ c,
                                  const T* __restrict__ w, int k, int64_t rows, int64_t cols,
                                  bool strict_upper, T scale) {
-  const int64_t total = rows * cols;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
-       idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t i = idx / cols, j = idx - i * cols;
-    dot[idx] = (strict_upper && j <= i)
-                   ? T(0)
-                   : scale * kernel_slope(squared_distance(na[i], nb[j], dot[idx]), c, w, k);
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    T* row = dot + i * cols;
+    const T norm_i = na[i];
+    const int64_t first = strict_upper ? i + 1 : 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      row[j] = j < first ? T(0) : scale * kernel_slope(squared_distance(norm_i, nb[j], row[j]), c, w, k);
+    }
   }
 }
 
@@ -173,11 +175,10 @@ __global__ void linear_grad_kernel(const T* __restrict__ x, const T* __restrict_
 void tile_sum(const at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb,
               const at::Tensor& c, const at::Tensor& w, bool strict_upper, at::Tensor& acc,
               int64_t slot) {
-  const int64_t total = dot.numel();
-  if (total == 0) return;
+  if (dot.numel() == 0) return;
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(dot.scalar_type(), "mmd_tile_sum_cuda", [&] {
-    tile_sum_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+    tile_sum_kernel<scalar_t><<<blocks_for_rows(dot.size(0)), kThreads, 0, stream>>>(
         dot.const_data_ptr<scalar_t>(), na.const_data_ptr<scalar_t>(), nb.const_data_ptr<scalar_t>(),
         c.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), static_cast<int>(c.size(0)),
         dot.size(0), dot.size(1), strict_upper, acc.mutable_data_ptr<double>() + slot);
@@ -187,11 +188,10 @@ void tile_sum(const at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb,
 
 void tile_grad(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const at::Tensor& c,
                const at::Tensor& w, bool strict_upper, double scale) {
-  const int64_t total = dot.numel();
-  if (total == 0) return;
+  if (dot.numel() == 0) return;
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(dot.scalar_type(), "mmd_tile_grad_cuda", [&] {
-    tile_grad_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+    tile_grad_kernel<scalar_t><<<blocks_for_rows(dot.size(0)), kThreads, 0, stream>>>(
         dot.mutable_data_ptr<scalar_t>(), na.const_data_ptr<scalar_t>(), nb.const_data_ptr<scalar_t>(),
         c.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), static_cast<int>(c.size(0)),
         dot.size(0), dot.size(1), strict_upper, static_cast<scalar_t>(scale));
