@@ -183,7 +183,11 @@ def test_torch_compile_fullgraph(backend):
     x.requires_grad_()
 
     def loss(a, b):
-        return s2r.mmd(a, b, estimator="unbiased", bandwidth="mean") + 0.5 * s2r.mmd(a, b, estimator="linear", bandwidth=1.0)
+        return (
+            s2r.mmd(a, b, estimator="unbiased", bandwidth="mean")
+            + 0.5 * s2r.mmd(a, b, estimator="linear", bandwidth=1.0)
+            + 0.25 * s2r.mmd(a, b, estimator="biased", bandwidth="median")
+        )
 
     compiled = torch.compile(loss, fullgraph=True, backend=backend)
     out = compiled(x, y)
