@@ -24,7 +24,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)" $(BUILD_TOOLS)
 	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q --no-build-isolation -Cbuild-dir=$(BUILD_DIR) ".[test]"
-	$(BIN)/python -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
+	$(BIN)/python -I -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
 
 test: install
 	$(BIN)/pytest python_tests $(PYTEST_ARGS)
