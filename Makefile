@@ -29,8 +29,13 @@ install: $(BIN)/python
 test: install
 	$(BIN)/pytest python_tests $(PYTEST_ARGS)
 
+# The peers without their declared dependencies: pytorch-adapt's torchvision requirement would replace
+# the venv's torch, and the layers benchmarked never import it (see benchmarks/peers.py).
+PEERS := pytorch-adapt==0.0.83 pytorch-metric-learning==1.6.3 torchmetrics==0.9.3 "geomloss>=0.2.6"
+
 bench: install
-	$(BIN)/python -m pip install -q ".[bench,peers]" --no-build-isolation -Cbuild-dir=$(BUILD_DIR)
+	$(BIN)/python -m pip install -q "pytest-benchmark>=4" scipy tqdm "setuptools<81"
+	$(BIN)/python -m pip install -q --no-deps $(PEERS)
 	$(BIN)/python benchmarks/run.py --out benchmarks/RESULTS.md
 
 clean:

@@ -3,7 +3,8 @@
 Peak extra memory is what a call needs above what was in use just before it:
 - CPU: the process's resident-set high-water mark, reset by writing "5" to /proc/self/clear_refs, minus
   VmRSS before the call (Linux). glibc is told to serve blocks over 128 KiB by mmap and the heap is
-  trimmed first, so memory freed by earlier calls is returned and does not hide a new peak.
+  trimmed first, so memory freed by earlier calls is returned and does not hide a new peak (the timed
+  rounds run under the same setting; glibc mmaps blocks over 32 MiB by default anyway).
 - CUDA: ``torch.cuda.max_memory_allocated()`` minus the allocated bytes before the call.
 
 The JSON of the run also gets the machine (CPU model, memory, GPU), torch and sim2real_fast build facts,
@@ -34,7 +35,7 @@ _M_MMAP_THRESHOLD = -3
 try:
     _LIBC = ctypes.CDLL("libc.so.6")
     _LIBC.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-except OSError:  # not glibc: the CPU peak is then an upper-bound-free best effort
+except OSError:  # not glibc: freed memory may stay resident and the CPU peak can read low
     _LIBC = None
 
 
@@ -79,18 +80,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def require(device: str) -> torch.device:
-    """The torch.device, skipping the test when it is CUDA and there is no GPU."""
-    if device == "cuda" and not torch.cuda.is_available():
+@pytest.fixture
+def device(request) -> torch.device:
+    """The torch.device named by the (indirect) parameter; skips CUDA without a GPU."""
+    if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    return torch.device(device)
-
-
-def skip_if_missing(fn, peer: str):
-    """fn, or skip the test with the reason the peer is unavailable."""
-    if fn is None:
-        pytest.skip(peers.unavailable_reason(peer))
-    return fn
+    return torch.device(request.param)
 
 
 @pytest.fixture
@@ -140,7 +135,6 @@ def _cpu_model() -> str:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    meminfo = _proc_status_bytes  # noqa: F841 - keep the helper name local to status; meminfo parsed below
     mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
     machine_info["sim2real_fast"] = {
         "cpu_model": _cpu_model(),

@@ -14,6 +14,12 @@ can be checked against :mod:`sim2real_fast.reference` before they are timed:
   ``exp(-d^2 / (2 sigma^2))``, half the biased (V-statistic) MMD^2; the adapter doubles it.
 - pytorch-adapt ``CORALLoss``: ``||C_x - C_y||_F^2 / (4 d^2)``, covariances over n - 1, as ours.
 - pytorch-adapt ``GradientReversal(weight=alpha)``: identity forward, ``-alpha * grad`` backward.
+
+Installing the peers beside a CPU torch: pytorch-adapt 0.0.83 declares torchvision, whose resolution
+replaces torch, but the layers used here never import it. So install without dependencies and add the
+import-time ones: ``pip install --no-deps pytorch-adapt==0.0.83 pytorch-metric-learning==1.6.3
+torchmetrics==0.9.3 geomloss`` then ``pip install scipy tqdm "setuptools<81"`` (torchmetrics 0.9.3
+imports pkg_resources, gone from setuptools 81).
 """
 
 from __future__ import annotations

@@ -55,8 +55,14 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_in, const at::Ten
                          [&](int64_t, int64_t, const at::Tensor& c) {
                            cov_diff.addmm_(c.t(), c, 1.0, -1.0);
                          });
-  const at::Tensor flat = cov_diff.view({-1});
-  at::Tensor loss = at::dot(flat, flat).div_(4.0 * static_cast<double>(d) * static_cast<double>(d));
+  // ||C_x - C_y||_F^2 accumulated in float64, a block of rows at a time (no d x d temporary).
+  at::Tensor sum_sq = at::zeros({}, x.options().dtype(at::kDouble));
+  const int64_t rows = std::max<int64_t>(1, kChunkElements / (4 * d));
+  for (int64_t start = 0; start < d; start += rows) {
+    const at::Tensor block = cov_diff.narrow(0, start, std::min(rows, d - start)).to(at::kDouble).view({-1});
+    sum_sq.add_(at::dot(block, block));
+  }
+  at::Tensor loss = sum_sq.div_(4.0 * static_cast<double>(d) * static_cast<double>(d)).to(x.scalar_type());
   return {loss, cov_diff};
 }
 

@@ -1,0 +1,277 @@
+"""Runs the benchmark suite (pytest-benchmark) in one process and writes its results as Markdown.
+
+    python benchmarks/run.py --out benchmarks/RESULTS.md [--save-json run.json] [-- PYTEST_ARGS...]
+    python benchmarks/run.py --json run.json --out benchmarks/RESULTS.md   # rewrite from a saved run
+
+pytest is the one installed beside this interpreter, not ``python -m pytest`` (which would put the
+working directory, the source tree, on sys.path ahead of the installed package). The Markdown gives the
+machine, the command, one table per case (mean time, ratio to ours, peak extra memory) and the targets
+of the issue with PASS/FAIL computed from the numbers. The exit status is pytest's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MIB = 2**20
+
+
+def run_pytest(json_path: Path, pytest_args: list[str]) -> int:
+    pytest = Path(sys.executable).with_name("pytest")
+    if not pytest.exists():
+        sys.exit(f"run.py: no pytest beside {sys.executable}; install the bench extra: pip install '.[bench]'")
+    command = [str(pytest), "benchmarks", "-p", "no:cacheprovider", f"--benchmark-json={json_path}", *pytest_args]
+    print("+", shlex.join(command), flush=True)
+    return subprocess.call(command, cwd=REPO)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(text)
+    os.chmod(tmp.name, 0o644)
+    os.replace(tmp.name, path)
+
+
+class Results:
+    """The benchmarks of one pytest-benchmark JSON, looked up by case and implementation."""
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+        self.entries = data["benchmarks"]
+
+    def find(self, op: str, device: str, n: int, implementation: str) -> dict | None:
+        for entry in self.entries:
+            info = entry["extra_info"]
+            if (info.get("op"), info.get("device"), info.get("n"), info.get("implementation")) == (op, device, n, implementation):
+                return entry
+        return None
+
+    def groups(self) -> dict[str, list[dict]]:
+        grouped: dict[str, list[dict]] = {}
+        for entry in self.entries:
+            grouped.setdefault(entry["group"], []).append(entry)
+        return grouped
+
+
+def mean(entry: dict) -> float:
+    return entry["stats"]["mean"]
+
+
+def peak_mib(entry: dict) -> float | None:
+    return entry["extra_info"].get("peak_extra_mib")
+
+
+def memory_bound_mib(info: dict) -> float:
+    """64 MiB + 4 (n + m) d bytes: the issue's bound on ours' peak extra memory (float32)."""
+    return 64 + 4 * (info["n"] + info["m"]) * info["d"] / MIB
+
+
+def tflops(entry: dict) -> float | None:
+    flop = entry["extra_info"].get("gemm_flop") or entry["extra_info"].get("flop")
+    return flop / mean(entry) / 1e12 if flop else None
+
+
+def fmt_time(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def fmt_mib(mib: float | None) -> str:
+    return "—" if mib is None else f"{mib:.1f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "**FAIL**"
+
+
+def targets(results: Results) -> list[tuple[str, str, str]]:
+    """(target, measured, PASS/FAIL/not run) rows for the issue's goals."""
+    rows = []
+
+    def speedup_row(target, op, device, n, other, factor):
+        ours, theirs = results.find(op, device, n, "ours"), results.find(op, device, n, other)
+        if ours is None or theirs is None:
+            rows.append((target, "—", "not run"))
+        else:
+            ratio = mean(theirs) / mean(ours)
+            rows.append((target, f"{ratio:.2f}× ({fmt_time(mean(ours))} vs {fmt_time(mean(theirs))})", verdict(ratio >= factor)))
+
+    def memory_row(target, n):
+        ours = results.find("mmd", "cpu", n, "ours")
+        if ours is None or peak_mib(ours) is None:
+            rows.append((target, "—", "not run"))
+        else:
+            bound = memory_bound_mib(ours["extra_info"])
+            rows.append((target, f"{peak_mib(ours):.1f} MiB (bound {bound:.1f} MiB)", verdict(peak_mib(ours) < bound)))
+
+    speedup_row("CPU MMD n=m=4096 d=256 unbiased fwd+bwd: ours ≥ 2× faster than the reference", "mmd", "cpu", 4096, "reference", 2)
+    speedup_row("CPU MMD n=m=4096 d=256 unbiased fwd+bwd: ours ≥ 2× faster than pytorch-adapt", "mmd", "cpu", 4096, "pytorch-adapt", 2)
+    memory_row("CPU MMD n=m=4096 d=256: ours' peak extra memory < 64 MiB + 4 (n+m) d bytes", 4096)
+    large = results.find("mmd", "cpu", 32768, "ours")
+    rows.append(
+        (
+            "CPU MMD n=m=32768 d=256 fwd+bwd: completes",
+            "—" if large is None else f"completed in {fmt_time(mean(large))}",
+            "not run" if large is None else "PASS",
+        )
+    )
+    memory_row("CPU MMD n=m=32768 d=256: ours' peak extra memory < 64 MiB + 4 (n+m) d bytes", 32768)
+
+    ours, ref = results.find("coral", "cpu", 8192, "ours"), results.find("coral", "cpu", 8192, "reference")
+    if ours is None or ref is None:
+        rows += [("CPU CORAL n=8192 d=2048: ours no slower than the reference", "—", "not run")]
+        rows += [("CPU CORAL n=8192 d=2048: ours needs less peak memory than the reference", "—", "not run")]
+    else:
+        rows.append(
+            (
+                "CPU CORAL n=8192 d=2048: ours no slower than the reference",
+                f"{fmt_time(mean(ours))} vs {fmt_time(mean(ref))} ({mean(ref) / mean(ours):.2f}×)",
+                verdict(mean(ours) <= mean(ref)),
+            )
+        )
+        rows.append(
+            (
+                "CPU CORAL n=8192 d=2048: ours needs less peak memory than the reference",
+                f"{fmt_mib(peak_mib(ours))} MiB vs {fmt_mib(peak_mib(ref))} MiB",
+                verdict(peak_mib(ours) is not None and peak_mib(ref) is not None and peak_mib(ours) < peak_mib(ref)),
+            )
+        )
+
+    speedup_row("GPU MMD n=m=8192 d=512 fwd+bwd: ours ≥ 5× faster than the reference", "mmd", "cuda", 8192, "reference", 5)
+    gpu_ours, matmul = results.find("mmd", "cuda", 8192, "ours"), results.find("matmul", "cuda", 8192, "torch.mm")
+    if gpu_ours is None or matmul is None:
+        rows.append(("GPU MMD n=m=8192 d=512: achieved fraction of fp32 matmul peak", "—", "not run (no GPU)"))
+    else:
+        achieved, peak = tflops(gpu_ours), tflops(matmul)
+        rows.append(
+            (
+                "GPU MMD n=m=8192 d=512: achieved fraction of fp32 matmul peak",
+                f"{achieved:.1f} TFLOP/s = {achieved / peak:.0%} of torch.mm fp32 ({peak:.1f} TFLOP/s, same run)",
+                "info",
+            )
+        )
+    return rows
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def group_table(entries: list[dict]) -> str:
+    ours = next((e for e in entries if e["extra_info"].get("implementation") == "ours"), None)
+    rows = []
+    for entry in sorted(entries, key=mean):
+        info = entry["extra_info"]
+        notes = []
+        if info.get("kernels") == 1 or info.get("estimator") == "biased":
+            notes.append(f"{info['kernels']} kernel, {info['estimator']} estimator")
+        if info.get("implementation") in ("ours", "torch.mm") and tflops(entry):
+            rate = tflops(entry)
+            notes.append(f"{rate:.1f} TFLOP/s" if rate >= 1 else f"{rate * 1e3:.0f} GFLOP/s")
+        if info.get("note"):
+            notes.append(info["note"])
+        rows.append(
+            [
+                info.get("implementation", entry["name"]),
+                fmt_time(mean(entry)),
+                f"± {fmt_time(entry['stats']['stddev'])}" if entry["stats"]["rounds"] > 1 else "—",
+                str(entry["stats"]["rounds"]),
+                "—" if ours is None else f"{mean(entry) / mean(ours):.2f}×",
+                fmt_mib(peak_mib(entry)),
+                "; ".join(notes),
+            ]
+        )
+    header = ["implementation", "mean", "stddev", "rounds", "time ÷ ours (ours' speed-up)", "peak extra MiB", "notes"]
+    return table(header, rows)
+
+
+def render(data: dict, command: str, pytest_rc: int | None) -> str:
+    results = Results(data)
+    machine = data["machine_info"].get("sim2real_fast", {})
+    lines = [
+        "# sim2real_fast benchmarks",
+        "",
+        f"Produced {data['datetime']} (UTC) by `{command}`; pytest ran `pytest {shlex.join(data.get('pytest_args', []))}`"
+        + ("" if pytest_rc in (None, 0) else f" and **exited with status {pytest_rc}** (see Failures)")
+        + ".",
+        "Rerun everything (installs pytest-benchmark and the peers first): `make bench`.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {machine.get('cpu_model')}, {machine.get('logical_cores')} logical cores "
+        f"(torch threads {machine.get('torch_threads')}), {machine.get('memory_gib')} GiB memory",
+        f"- GPU: {machine.get('gpu') or 'none'}",
+        f"- Python {data['machine_info'].get('python_version')}, torch {machine.get('torch')} "
+        f"(float32 matmul precision: {machine.get('float32_matmul_precision')})",
+        f"- sim2real_fast {machine.get('version')}, build: `{json.dumps(machine.get('build_info'))}`",
+        "",
+        "## Targets",
+        "",
+        table(["target", "measured", "result"], [list(row) for row in targets(results)]),
+        "",
+        "## Results",
+        "",
+        "Each time is one forward + backward pass (inputs require grad, the loss's `.backward()`; gradient",
+        "reversal: `.backward(g)` with a fixed g), mean over the rounds after warm-up, all in one pytest process.",
+        "Peak extra memory: the most memory any round needed above what was in use before it (CPU: resident-set",
+        "high-water mark, CUDA: allocator peak), gradients of the inputs included. Every MMD implementation gets",
+        "the same squared bandwidths (our `mean` heuristic, computed once, untimed); each value was checked",
+        "against the reference before timing. Timings on a shared 2-core machine are noisy: read ratios, not digits.",
+    ]
+    for group, entries in results.groups().items():
+        lines += ["", f"### {group}", "", group_table(entries)]
+    lines += ["", "## Peers", ""]
+    lines += [f"- {name}: {version}" for name, version in machine.get("peers", {}).items()]
+    if data.get("skipped"):
+        lines += ["", "## Skipped", ""]
+        lines += [f"- `{item['test']}`: {item['reason']}" for item in data["skipped"]]
+    if data.get("failed"):
+        lines += ["", "## Failures", ""]
+        for item in data["failed"]:
+            lines += [f"- `{item['test']}` ({item['when']}):", "", "```", item["error"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="Markdown file to write")
+    parser.add_argument("--json", type=Path, help="rewrite the Markdown from this saved pytest-benchmark JSON instead of running")
+    parser.add_argument("--save-json", type=Path, help="also keep the run's pytest-benchmark JSON here")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    args = parser.parse_args()
+    interpreter = Path(sys.executable)
+    if interpreter.is_relative_to(REPO):
+        interpreter = interpreter.relative_to(REPO)
+    command = shlex.join([str(interpreter), "benchmarks/run.py", *sys.argv[1:]])
+
+    if args.json:
+        data, rc = json.loads(args.json.read_text()), None
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            json_path = Path(tmp) / "benchmarks.json"
+            rc = run_pytest(json_path, args.pytest_args)
+            if not json_path.exists():
+                print(f"run.py: pytest exited with {rc} and wrote no results", file=sys.stderr)
+                return rc or 1
+            raw = json_path.read_text()
+        data = json.loads(raw)
+        if args.save_json:
+            write_atomic(args.save_json, raw)
+
+    write_atomic(args.out, render(data, command, rc))
+    print(f"\nwrote {args.out}\n")
+    print(table(["target", "measured", "result"], [list(row) for row in targets(Results(data))]))
+    return rc or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
