@@ -270,3 +270,18 @@ def test_op_checks_its_arguments():
 def test_mixed_devices_raise():
     with pytest.raises(ValueError, match="same device"):
         s2r.mmd(torch.randn(4, 3), torch.randn(5, 3, device="cuda"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("estimator", ["unbiased", "biased"])
+def test_cuda_tile_edges(dtype, estimator):
+    """n, m across the 4096-row CUDA blocks (the CPU blocks of 512 are crossed by the tests above)."""
+    x, y = _samples(4097, 4500, 3, dtype, "cuda")
+    xf, yf = x.clone().requires_grad_(), y.clone().requires_grad_()
+    xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
+    fused, ref = s2r.mmd(xf, yf, estimator=estimator), reference.mmd(xr, yr, estimator=estimator)
+    torch.testing.assert_close(fused, ref, **tolerances(dtype))
+    for a, b in zip(torch.autograd.grad(fused, (xf, yf)), torch.autograd.grad(ref, (xr, yr))):
+        torch.testing.assert_close(a, b, rtol=tolerances(dtype)["rtol"], atol=tolerances(dtype)["rtol"] * b.abs().max().item())
