@@ -7,6 +7,9 @@ TORCH_LIBRARY(sim2real_fast, m) {
   // k(a, b) = sum_k weights[k] exp(-||a - b||^2 / (2 sigma2[k])), estimator in
   // {"unbiased", "biased", "linear"}. Returns a 0-dim tensor.
   m.def("mmd(Tensor x, Tensor y, Tensor sigma2, Tensor weights, str estimator) -> Tensor");
+  // (mmd, d(mmd)/dx, d(mmd)/dy) in one pass: what the autograd path runs when x or y needs grad.
+  m.def("_mmd_with_grad(Tensor x, Tensor y, Tensor sigma2, Tensor weights, str estimator) "
+        "-> (Tensor, Tensor, Tensor)");
   // grad * d(mmd)/dx, grad * d(mmd)/dy; sigma2 and weights are constants.
   m.def("_mmd_backward(Tensor grad, Tensor x, Tensor y, Tensor sigma2, Tensor weights, "
         "str estimator) -> (Tensor, Tensor)");

@@ -17,7 +17,7 @@ def test_extension_is_loaded():
     assert info["openmp"] > 0
 
 
-@pytest.mark.parametrize("name", ["mmd", "_mmd_backward", "coral", "_coral_backward", "grad_reverse"])
+@pytest.mark.parametrize("name", ["mmd", "_mmd_with_grad", "_mmd_backward", "coral", "_coral_backward", "grad_reverse"])
 def test_ops_registered(name):
     op = getattr(torch.ops.sim2real_fast, name)
     assert op.default._schema.name == f"sim2real_fast::{name}"

@@ -98,39 +98,44 @@ at::Tensor pooled_mean(const Problem& p) {
   return (p.x.sum(0) + p.y.sum(0)).div_(static_cast<double>(p.n + p.m));
 }
 
-}  // namespace
+int64_t linear_pairs(const Problem& p) { return std::min(p.n, p.m) / 2; }
 
-Estimator parse_estimator(std::string_view estimator) {
-  if (estimator == "unbiased") return Estimator::kUnbiased;
-  if (estimator == "biased") return Estimator::kBiased;
-  if (estimator == "linear") return Estimator::kLinear;
-  TORCH_CHECK_VALUE(false, kOp, ": estimator must be 'unbiased', 'biased' or 'linear', got '",
-                    std::string(estimator), "'");
-}
-
-at::Tensor forward(const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& sigma2,
-                   const at::Tensor& weights, std::string_view estimator, const Backend& backend) {
-  at::NoGradGuard no_grad;
-  const Problem p = prepare(x_in, y_in, sigma2, weights, estimator);
-  at::Tensor acc = at::zeros({3}, p.x.options().dtype(at::kDouble));
-
+// One pass of the estimator: acc (float64 (3,)) gets the pair sums when mode.sum; gx and gy
+// (zero-initialised) get the gradients of MMD^2 when mode.grad.
+void run_pass(const Problem& p, const Backend& backend, Mode mode, at::Tensor& acc, at::Tensor& gx,
+              at::Tensor& gy) {
   if (p.estimator == Estimator::kLinear) {
-    const int64_t pairs = std::min(p.n, p.m) / 2;
-    backend.linear_sum(p.x, p.y, p.c, p.w, pairs, acc);
-    return acc[0].div(static_cast<double>(pairs)).to(p.x.scalar_type());
+    backend.linear(p.x, p.y, p.c, p.w, linear_pairs(p), mode,
+                   1.0 / static_cast<double>(linear_pairs(p)), acc, gx, gy);
+    return;
   }
-
   const at::Tensor mean = pooled_mean(p);
-  auto sum_into = [&](int64_t slot) {
-    return [&, slot](int64_t, const at::Tensor&, const at::Tensor& na, int64_t, const at::Tensor&,
-                     const at::Tensor& nb, const at::Tensor& dot, bool strict_upper) {
-      backend.tile_sum(dot, na, nb, p.c, p.w, strict_upper, acc, slot);
+  const Coefficients a = coefficients(p);
+  // With C_ij = scale * dk/dd(d_ij) and d_ij = ||a_i - b_j||^2, the pair's gradient is
+  // 2 C_ij (a_i - b_j) for a_i and 2 C_ij (b_j - a_i) for b_j; the 2 is folded into the scale.
+  auto visit = [&](int64_t slot, at::Tensor& ga, at::Tensor& gb, double scale) {
+    return [&, slot, scale](int64_t i0, const at::Tensor& A, const at::Tensor& na, int64_t j0,
+                            const at::Tensor& B, const at::Tensor& nb, at::Tensor& dot,
+                            bool strict_upper) {
+      backend.tile(dot, na, nb, p.c, p.w, strict_upper, mode, scale, acc, slot);
+      if (!mode.grad) return;
+      at::Tensor ga_rows = ga.narrow(0, i0, A.size(0));
+      ga_rows.addcmul_(dot.sum({1}, true), A).addmm_(dot, B, 1.0, -1.0);
+      at::Tensor gb_rows = gb.narrow(0, j0, B.size(0));
+      gb_rows.addcmul_(dot.sum({0}).unsqueeze(1), B).addmm_(dot.t(), A, 1.0, -1.0);
     };
   };
-  for_each_block(p.x, p.x, /*within=*/true, mean, backend.tile, sum_into(0));
-  for_each_block(p.y, p.y, /*within=*/true, mean, backend.tile, sum_into(1));
-  for_each_block(p.x, p.y, /*within=*/false, mean, backend.tile, sum_into(2));
+  // Within a domain only unordered pairs are visited; each stands for two ordered pairs: 2 * 2 a_xx.
+  for_each_block(p.x, p.x, /*within=*/true, mean, backend.tile_rows, visit(0, gx, gx, 4.0 * a.xx));
+  for_each_block(p.y, p.y, /*within=*/true, mean, backend.tile_rows, visit(1, gy, gy, 4.0 * a.yy));
+  for_each_block(p.x, p.y, /*within=*/false, mean, backend.tile_rows, visit(2, gx, gy, -4.0 * a.xy));
+}
 
+// MMD^2 in the input dtype from the pair sums of run_pass.
+at::Tensor combine(const Problem& p, const at::Tensor& acc) {
+  if (p.estimator == Estimator::kLinear) {
+    return acc[0].div(static_cast<double>(linear_pairs(p))).to(p.x.scalar_type());
+  }
   const Coefficients a = coefficients(p);
   // acc holds sums over unordered within-domain pairs: ordered sums are twice that.
   at::Tensor result = acc[0] * (2.0 * a.xx) + acc[1] * (2.0 * a.yy) - acc[2] * (2.0 * a.xy);
@@ -141,38 +146,46 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& y_in, const at::Ten
   return result.to(p.x.scalar_type());
 }
 
-std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x_in,
-                                            const at::Tensor& y_in, const at::Tensor& sigma2,
+}  // namespace
+
+Estimator parse_estimator(std::string_view estimator) {
+  if (estimator == "unbiased") return Estimator::kUnbiased;
+  if (estimator == "biased") return Estimator::kBiased;
+  if (estimator == "linear") return Estimator::kLinear;
+  TORCH_CHECK_VALUE(false, kOp, ": estimator must be 'unbiased', 'biased' or 'linear', got '",
+                    std::string(estimator), "'");
+}
+
+at::Tensor forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
+                   const at::Tensor& weights, std::string_view estimator, const Backend& backend) {
+  at::NoGradGuard no_grad;
+  const Problem p = prepare(x, y, sigma2, weights, estimator);
+  at::Tensor acc = at::zeros({3}, p.x.options().dtype(at::kDouble));
+  at::Tensor no_gx, no_gy;
+  run_pass(p, backend, Mode{true, false}, acc, no_gx, no_gy);
+  return combine(p, acc);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_with_grad(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2, const at::Tensor& weights,
+    std::string_view estimator, const Backend& backend) {
+  at::NoGradGuard no_grad;
+  const Problem p = prepare(x, y, sigma2, weights, estimator);
+  at::Tensor acc = at::zeros({3}, p.x.options().dtype(at::kDouble));
+  at::Tensor gx = at::zeros_like(p.x), gy = at::zeros_like(p.y);
+  run_pass(p, backend, Mode{true, true}, acc, gx, gy);
+  return {combine(p, acc), gx, gy};
+}
+
+std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x,
+                                            const at::Tensor& y, const at::Tensor& sigma2,
                                             const at::Tensor& weights, std::string_view estimator,
                                             const Backend& backend) {
   at::NoGradGuard no_grad;
-  const Problem p = prepare(x_in, y_in, sigma2, weights, estimator);
+  const Problem p = prepare(x, y, sigma2, weights, estimator);
   check_scalar_grad("sim2real_fast::_mmd_backward", grad, p.x);
-  at::Tensor gx = at::zeros_like(p.x), gy = at::zeros_like(p.y);
-
-  if (p.estimator == Estimator::kLinear) {
-    const int64_t pairs = std::min(p.n, p.m) / 2;
-    backend.linear_grad(p.x, p.y, p.c, p.w, pairs, 1.0 / static_cast<double>(pairs), gx, gy);
-  } else {
-    const at::Tensor mean = pooled_mean(p);
-    const Coefficients a = coefficients(p);
-    // With C_ij = scale * dk/dd(d_ij) and d_ij = ||a_i - b_j||^2, the pair's gradient is
-    // 2 C_ij (a_i - b_j) for a_i and 2 C_ij (b_j - a_i) for b_j; the 2 is folded into the scale.
-    auto accumulate = [&](at::Tensor& ga, at::Tensor& gb, double scale) {
-      return [&, scale](int64_t i0, const at::Tensor& A, const at::Tensor& na, int64_t j0,
-                        const at::Tensor& B, const at::Tensor& nb, at::Tensor& dot, bool strict_upper) {
-        backend.tile_grad(dot, na, nb, p.c, p.w, strict_upper, scale);
-        at::Tensor ga_rows = ga.narrow(0, i0, A.size(0));
-        ga_rows.addcmul_(dot.sum({1}, true), A).addmm_(dot, B, 1.0, -1.0);
-        at::Tensor gb_rows = gb.narrow(0, j0, B.size(0));
-        gb_rows.addcmul_(dot.sum({0}).unsqueeze(1), B).addmm_(dot.t(), A, 1.0, -1.0);
-      };
-    };
-    // Within a domain every unordered pair stands for two ordered pairs: 2 * 2 * a_xx.
-    for_each_block(p.x, p.x, true, mean, backend.tile, accumulate(gx, gx, 4.0 * a.xx));
-    for_each_block(p.y, p.y, true, mean, backend.tile, accumulate(gy, gy, 4.0 * a.yy));
-    for_each_block(p.x, p.y, false, mean, backend.tile, accumulate(gx, gy, -4.0 * a.xy));
-  }
+  at::Tensor no_acc, gx = at::zeros_like(p.x), gy = at::zeros_like(p.y);
+  run_pass(p, backend, Mode{false, true}, no_acc, gx, gy);
   gx.mul_(grad);
   gy.mul_(grad);
   return {gx, gy};
