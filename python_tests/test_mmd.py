@@ -1,5 +1,7 @@
 """sim2real_fast.mmd: values and gradients against the reference and an explicit formula, op checks, errors."""
 
+import ctypes
+import gc
 import itertools
 import math
 
@@ -222,6 +224,10 @@ def test_torch_compile_fullgraph(backend):
 
 
 def _peak_rss_extra_mib(fn):
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: large blocks go back to the system when freed
+    gc.collect()
+    libc.malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets the peak resident set size (VmHWM)
 
@@ -243,6 +249,20 @@ def test_memory_stays_linear_in_the_sample_count():
     s2r.mmd(x[:600], y[:600]).backward()  # warm up allocator and thread pools
     extra = _peak_rss_extra_mib(lambda: s2r.mmd(x, y, bandwidth=2.0).backward())
     assert extra < 64, f"peak extra RSS {extra:.1f} MiB"
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_gradient_memory_is_one_and_a_half_sets():
+    """Forward + backward holds the fused pass's gradients and, briefly, half their scaled copy:
+    peak extra memory stays under 1.5 (n + m) d floats plus the tiles."""
+    x, y = _samples(8192, 8192, 256, torch.float32, "cpu")
+    x.requires_grad_()
+    y.requires_grad_()
+    s2r.mmd(x[:600], y[:600]).backward()
+    x.grad = y.grad = None
+    one_set = 2 * 8192 * 256 * 4 / 2**20
+    extra = _peak_rss_extra_mib(lambda: s2r.mmd(x, y, bandwidth=300.0).backward())
+    assert extra < 1.5 * one_set + 6, f"peak extra RSS {extra:.1f} MiB, gradients {one_set:.0f} MiB"
 
 
 # ---- errors -----------------------------------------------------------------------------------

@@ -178,6 +178,7 @@ if _extension.HAS_EXTENSION:
         x, y, sigma2, weights, estimator = inputs
         _, gx, gy = output
         ctx.mark_non_differentiable(gx, gy)
+        ctx.set_materialize_grads(False)  # no zero-filled (n, d) and (m, d) grads for gx and gy
         ctx.save_for_backward(x, y, sigma2, weights)
         ctx.estimator = estimator
         ctx.gradients = (gx, gy)
