@@ -184,6 +184,8 @@ if _extension.HAS_EXTENSION:
         ctx.gradients = (gx, gy)
 
     def _mmd_with_grad_backward(ctx, grad, _grad_gx, _grad_gy):
+        if grad is None:  # grads are not materialised: nothing flowed into the value
+            return None, None, None, None, None
         if ctx.gradients is None:  # a second backward through the graph (retain_graph): recompute
             return _mmd_backward(ctx, grad)
         gx, gy = ctx.gradients
