@@ -70,9 +70,9 @@ def resolve_kernels(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-kernel squared bandwidths ``sigma2`` (K,) and weights (K,), in x's dtype and device."""
     opts = {"dtype": x.dtype, "device": x.device}
+    if isinstance(bandwidth, torch.Tensor) and bandwidth.requires_grad:
+        raise ValueError(f"{_OP}: gradients with respect to the bandwidth are not computed; pass bandwidth.detach()")
     if isinstance(bandwidth, torch.Tensor) and bandwidth.dim() == 1:
-        if bandwidth.requires_grad:
-            raise ValueError(f"{_OP}: gradients with respect to the bandwidth are not computed; pass bandwidth.detach()")
         if bandwidth.numel() == 0:
             raise ValueError(f"{_OP}: a bandwidth tensor must hold at least one squared bandwidth")
         sigma2 = bandwidth.to(**opts)
@@ -85,7 +85,7 @@ def resolve_kernels(
         if isinstance(bandwidth, str):
             h = bandwidth_heuristic(x, y, bandwidth)
         elif isinstance(bandwidth, torch.Tensor) and bandwidth.dim() == 0:
-            h = bandwidth.detach().to(**opts)
+            h = bandwidth.to(**opts)
         elif isinstance(bandwidth, (int, float)) and not isinstance(bandwidth, bool):
             if not (bandwidth > 0 and bandwidth < float("inf")):
                 raise ValueError(f"{_OP}: a float bandwidth must be positive and finite, got {bandwidth}")
@@ -127,7 +127,9 @@ def mmd(
       ``(x_2l, x_2l+1, y_2l, y_2l+1)``: ``mean_l k(x,x') + k(y,y') - k(x,y') - k(x',y)``.
 
     n != m is allowed. Float16/bfloat16 inputs are computed in float32. NaN in x or y gives NaN.
-    The compiled kernels are tiled: no n x m matrix is formed, memory is O((n + m) d).
+    The compiled kernels are tiled: no n x m matrix is formed, memory is O((n + m) d). When x or y
+    requires grad, one pass computes the value and the gradients (kept until backward, which scales
+    them); otherwise only the value is computed.
     """
     x, y = _checks.feature_pair(_OP, x, y)
     if estimator not in ESTIMATORS:
