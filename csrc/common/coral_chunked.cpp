@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/DeviceGuard.h>
 
 #include <algorithm>
 #include <cmath>
@@ -43,7 +44,8 @@ void for_each_centred_chunk(const at::Tensor& src, double scale, const Backend& 
 
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_in, const at::Tensor& y_in,
                                            const Backend& backend) {
-  at::NoGradGuard no_grad;
+  const at::NoGradGuard no_grad;
+  const c10::DeviceGuard device_guard(x_in.device());
   check_inputs(x_in, y_in);
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   const int64_t d = x.size(1);
@@ -68,7 +70,8 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_in, const at::Ten
 
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& g_in, const at::Tensor& x_in,
                                             const at::Tensor& y_in, const Backend& backend) {
-  at::NoGradGuard no_grad;
+  const at::NoGradGuard no_grad;
+  const c10::DeviceGuard device_guard(x_in.device());
   check_inputs(x_in, y_in);
   const int64_t d = x_in.size(1);
   TORCH_CHECK(g_in.dim() == 2 && g_in.size(0) == d && g_in.size(1) == d, "sim2real_fast::_coral_backward",

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/DeviceGuard.h>
 
 #include <algorithm>
 
@@ -22,7 +23,7 @@ struct Problem {
 };
 
 Problem prepare(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
-                const at::Tensor& weights, std::string_view estimator) {
+                const at::Tensor& weights, c10::string_view estimator) {
   check_feature_pair(kOp, x, y);
   TORCH_CHECK(sigma2.dim() == 1 && sigma2.size(0) >= 1, kOp,
               ": sigma2 must be 1-D with at least one squared bandwidth, got shape ", sigma2.sizes());
@@ -148,17 +149,18 @@ at::Tensor combine(const Problem& p, const at::Tensor& acc) {
 
 }  // namespace
 
-Estimator parse_estimator(std::string_view estimator) {
+Estimator parse_estimator(c10::string_view estimator) {
   if (estimator == "unbiased") return Estimator::kUnbiased;
   if (estimator == "biased") return Estimator::kBiased;
   if (estimator == "linear") return Estimator::kLinear;
   TORCH_CHECK_VALUE(false, kOp, ": estimator must be 'unbiased', 'biased' or 'linear', got '",
-                    std::string(estimator), "'");
+                    std::string(estimator.data(), estimator.size()), "'");
 }
 
 at::Tensor forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
-                   const at::Tensor& weights, std::string_view estimator, const Backend& backend) {
-  at::NoGradGuard no_grad;
+                   const at::Tensor& weights, c10::string_view estimator, const Backend& backend) {
+  const at::NoGradGuard no_grad;
+  const c10::DeviceGuard device_guard(x.device());
   const Problem p = prepare(x, y, sigma2, weights, estimator);
   at::Tensor acc = at::zeros({3}, p.x.options().dtype(at::kDouble));
   at::Tensor no_gx, no_gy;
@@ -168,8 +170,9 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& s
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_with_grad(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2, const at::Tensor& weights,
-    std::string_view estimator, const Backend& backend) {
-  at::NoGradGuard no_grad;
+    c10::string_view estimator, const Backend& backend) {
+  const at::NoGradGuard no_grad;
+  const c10::DeviceGuard device_guard(x.device());
   const Problem p = prepare(x, y, sigma2, weights, estimator);
   at::Tensor acc = at::zeros({3}, p.x.options().dtype(at::kDouble));
   at::Tensor gx = at::zeros_like(p.x), gy = at::zeros_like(p.y);
@@ -179,9 +182,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_with_grad(
 
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x,
                                             const at::Tensor& y, const at::Tensor& sigma2,
-                                            const at::Tensor& weights, std::string_view estimator,
+                                            const at::Tensor& weights, c10::string_view estimator,
                                             const Backend& backend) {
-  at::NoGradGuard no_grad;
+  const at::NoGradGuard no_grad;
+  const c10::DeviceGuard device_guard(x.device());
   const Problem p = prepare(x, y, sigma2, weights, estimator);
   check_scalar_grad("sim2real_fast::_mmd_backward", grad, p.x);
   at::Tensor no_acc, gx = at::zeros_like(p.x), gy = at::zeros_like(p.y);

@@ -31,20 +31,12 @@ void centre(const at::Tensor& src, const at::Tensor& mean, double scale, at::Ten
 
 constexpr Backend kCpuBackend{centre};
 
-std::tuple<at::Tensor, at::Tensor> coral_cpu(const at::Tensor& x, const at::Tensor& y) {
-  return forward(x, y, kCpuBackend);
-}
-
-std::tuple<at::Tensor, at::Tensor> coral_backward_cpu(const at::Tensor& g, const at::Tensor& x,
-                                                      const at::Tensor& y) {
-  return backward(g, x, y, kCpuBackend);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sim2real_fast, CPU, m) {
-  m.impl("coral", &coral_cpu);
-  m.impl("_coral_backward", &coral_backward_cpu);
+  using Ops = BoundOps<kCpuBackend>;
+  m.impl("coral", &Ops::value);
+  m.impl("_coral_backward", &Ops::grad);
 }
 
 }  // namespace sim2real_fast::coral

@@ -131,35 +131,13 @@ void linear(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c, const
 // 512 x 512 blocks: the dot-product block (1 MiB in float32) stays in cache for the tile kernel.
 constexpr Backend kCpuBackend{512, tile, linear};
 
-at::Tensor mmd_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
-                   const at::Tensor& weights, c10::string_view estimator) {
-  return forward(x, y, sigma2, weights, std::string_view(estimator.data(), estimator.size()),
-                 kCpuBackend);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mmd_with_grad_cpu(const at::Tensor& x,
-                                                                  const at::Tensor& y,
-                                                                  const at::Tensor& sigma2,
-                                                                  const at::Tensor& weights,
-                                                                  c10::string_view estimator) {
-  return forward_with_grad(x, y, sigma2, weights,
-                           std::string_view(estimator.data(), estimator.size()), kCpuBackend);
-}
-
-std::tuple<at::Tensor, at::Tensor> mmd_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
-                                                    const at::Tensor& y, const at::Tensor& sigma2,
-                                                    const at::Tensor& weights,
-                                                    c10::string_view estimator) {
-  return backward(grad, x, y, sigma2, weights,
-                  std::string_view(estimator.data(), estimator.size()), kCpuBackend);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sim2real_fast, CPU, m) {
-  m.impl("mmd", &mmd_cpu);
-  m.impl("_mmd_with_grad", &mmd_with_grad_cpu);
-  m.impl("_mmd_backward", &mmd_backward_cpu);
+  using Ops = BoundOps<kCpuBackend>;
+  m.impl("mmd", &Ops::value);
+  m.impl("_mmd_with_grad", &Ops::value_and_grad);
+  m.impl("_mmd_backward", &Ops::grad);
 }
 
 }  // namespace sim2real_fast::mmd

@@ -3,7 +3,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
@@ -41,22 +40,12 @@ void centre(const at::Tensor& src, const at::Tensor& mean, double scale, at::Ten
 
 constexpr Backend kCudaBackend{centre};
 
-std::tuple<at::Tensor, at::Tensor> coral_cuda(const at::Tensor& x, const at::Tensor& y) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return forward(x, y, kCudaBackend);
-}
-
-std::tuple<at::Tensor, at::Tensor> coral_backward_cuda(const at::Tensor& g, const at::Tensor& x,
-                                                       const at::Tensor& y) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return backward(g, x, y, kCudaBackend);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sim2real_fast, CUDA, m) {
-  m.impl("coral", &coral_cuda);
-  m.impl("_coral_backward", &coral_backward_cuda);
+  using Ops = BoundOps<kCudaBackend>;
+  m.impl("coral", &Ops::value);
+  m.impl("_coral_backward", &Ops::grad);
 }
 
 }  // namespace sim2real_fast::coral

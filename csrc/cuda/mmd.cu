@@ -4,7 +4,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
@@ -189,38 +188,13 @@ void linear(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c, const
 // 4096 x 4096 blocks: 64 MiB of float32 scratch, large enough for cuBLAS to run near peak.
 constexpr Backend kCudaBackend{4096, tile, linear};
 
-at::Tensor mmd_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
-                    const at::Tensor& weights, c10::string_view estimator) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return forward(x, y, sigma2, weights, std::string_view(estimator.data(), estimator.size()),
-                 kCudaBackend);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mmd_with_grad_cuda(const at::Tensor& x,
-                                                                   const at::Tensor& y,
-                                                                   const at::Tensor& sigma2,
-                                                                   const at::Tensor& weights,
-                                                                   c10::string_view estimator) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return forward_with_grad(x, y, sigma2, weights,
-                           std::string_view(estimator.data(), estimator.size()), kCudaBackend);
-}
-
-std::tuple<at::Tensor, at::Tensor> mmd_backward_cuda(const at::Tensor& grad, const at::Tensor& x,
-                                                     const at::Tensor& y, const at::Tensor& sigma2,
-                                                     const at::Tensor& weights,
-                                                     c10::string_view estimator) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return backward(grad, x, y, sigma2, weights,
-                  std::string_view(estimator.data(), estimator.size()), kCudaBackend);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sim2real_fast, CUDA, m) {
-  m.impl("mmd", &mmd_cuda);
-  m.impl("_mmd_with_grad", &mmd_with_grad_cuda);
-  m.impl("_mmd_backward", &mmd_backward_cuda);
+  using Ops = BoundOps<kCudaBackend>;
+  m.impl("mmd", &Ops::value);
+  m.impl("_mmd_with_grad", &Ops::value_and_grad);
+  m.impl("_mmd_backward", &Ops::grad);
 }
 
 }  // namespace sim2real_fast::mmd

@@ -24,4 +24,16 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& g, const at::Tensor& x,
                                             const at::Tensor& y, const Backend& backend);
 
+// The two ops bound to one device's backend, for TORCH_LIBRARY_IMPL.
+template <const Backend& kBackend>
+struct BoundOps {
+  static std::tuple<at::Tensor, at::Tensor> value(const at::Tensor& x, const at::Tensor& y) {
+    return forward(x, y, kBackend);
+  }
+  static std::tuple<at::Tensor, at::Tensor> grad(const at::Tensor& g, const at::Tensor& x,
+                                                 const at::Tensor& y) {
+    return backward(g, x, y, kBackend);
+  }
+};
+
 }  // namespace sim2real_fast::coral

@@ -10,8 +10,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
-#include <string_view>
 #include <tuple>
 
 namespace sim2real_fast::mmd {
@@ -19,7 +19,7 @@ namespace sim2real_fast::mmd {
 enum class Estimator { kUnbiased, kBiased, kLinear };
 
 // Parses "unbiased" / "biased" / "linear"; anything else is an error naming the argument.
-Estimator parse_estimator(std::string_view estimator);
+Estimator parse_estimator(c10::string_view estimator);
 
 // What a device pass computes: the kernel sums, the gradient coefficients, or both from one
 // evaluation of the exponentials (the fused forward used when the inputs require grad).
@@ -50,17 +50,37 @@ struct Backend {
 
 // sigma2 (K,), weights (K,): per-kernel squared bandwidths and weights. Returns a 0-dim tensor.
 at::Tensor forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
-                   const at::Tensor& weights, std::string_view estimator, const Backend& backend);
+                   const at::Tensor& weights, c10::string_view estimator, const Backend& backend);
 
 // MMD^2 and its gradients with respect to x and y in one pass over the blocks.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_with_grad(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2, const at::Tensor& weights,
-    std::string_view estimator, const Backend& backend);
+    c10::string_view estimator, const Backend& backend);
 
 // Gradients of grad * MMD^2 with respect to x and y (sigma2 and weights are constants).
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x,
                                             const at::Tensor& y, const at::Tensor& sigma2,
-                                            const at::Tensor& weights, std::string_view estimator,
+                                            const at::Tensor& weights, c10::string_view estimator,
                                             const Backend& backend);
+
+// The three ops bound to one device's backend, for TORCH_LIBRARY_IMPL.
+template <const Backend& kBackend>
+struct BoundOps {
+  static at::Tensor value(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
+                          const at::Tensor& weights, c10::string_view estimator) {
+    return forward(x, y, sigma2, weights, estimator, kBackend);
+  }
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> value_and_grad(
+      const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
+      const at::Tensor& weights, c10::string_view estimator) {
+    return forward_with_grad(x, y, sigma2, weights, estimator, kBackend);
+  }
+  static std::tuple<at::Tensor, at::Tensor> grad(const at::Tensor& grad, const at::Tensor& x,
+                                                 const at::Tensor& y, const at::Tensor& sigma2,
+                                                 const at::Tensor& weights,
+                                                 c10::string_view estimator) {
+    return backward(grad, x, y, sigma2, weights, estimator, kBackend);
+  }
+};
 
 }  // namespace sim2real_fast::mmd
