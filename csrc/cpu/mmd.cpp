@@ -91,14 +91,6 @@ double linear_impl(const T* x, const T* y, const T* c, const T* w, int64_t k, in
   return total;
 }
 
-// Calls fn.template operator()<kSum, kGrad>() for the runtime mode.
-template <typename Fn>
-auto with_mode(Mode mode, Fn&& fn) {
-  if (mode.sum && mode.grad) return fn.template operator()<true, true>();
-  if (mode.sum) return fn.template operator()<true, false>();
-  return fn.template operator()<false, true>();
-}
-
 void tile(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const at::Tensor& c,
           const at::Tensor& w, bool strict_upper, Mode mode, double scale, at::Tensor& acc,
           int64_t slot) {

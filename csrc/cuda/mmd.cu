@@ -137,18 +137,6 @@ __global__ void linear_kernel(const T* __restrict__ x, const T* __restrict__ y,
   if constexpr (kSum) block_sum_to(local, out);
 }
 
-// Calls fn.template operator()<kSum, kGrad>() for the runtime mode.
-template <typename Fn>
-void with_mode(Mode mode, Fn&& fn) {
-  if (mode.sum && mode.grad) {
-    fn.template operator()<true, true>();
-  } else if (mode.sum) {
-    fn.template operator()<true, false>();
-  } else {
-    fn.template operator()<false, true>();
-  }
-}
-
 void tile(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const at::Tensor& c,
           const at::Tensor& w, bool strict_upper, Mode mode, double scale, at::Tensor& acc,
           int64_t slot) {

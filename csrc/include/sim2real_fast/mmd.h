@@ -28,6 +28,14 @@ struct Mode {
   bool grad;
 };
 
+// Calls fn.template operator()<kSum, kGrad>() for a runtime mode: one kernel instantiation each.
+template <typename Fn>
+auto with_mode(Mode mode, Fn&& fn) {
+  if (mode.sum && mode.grad) return fn.template operator()<true, true>();
+  if (mode.sum) return fn.template operator()<true, false>();
+  return fn.template operator()<false, true>();
+}
+
 // The device-specific pieces. Tensors handed to them are contiguous and of one dtype and device.
 struct Backend {
   int64_t tile_rows;  // rows (and columns) of one block of the pair matrix
