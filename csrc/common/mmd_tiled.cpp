@@ -65,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor> centred_block(const at::Tensor& src, int64_t 
   const int64_t d = src.size(1);
   at::Tensor block = scratch.narrow(0, 0, rows * d).view({rows, d});
   at::sub_out(block, src.narrow(0, start, rows), mean);
-  at::Tensor norms = at::linalg_vector_norm(block, 2, {1}, false, std::nullopt).square_();
+  at::Tensor norms = block.square().sum(1);
   return {block, norms};
 }
 

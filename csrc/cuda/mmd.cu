@@ -3,6 +3,7 @@
 // dot products into kernel sums (forward) or gradient coefficients (backward) in one pass.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -52,8 +53,10 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
-// Block-wide sum of one double per thread, added atomically to *out by thread 0.
-__device__ __forceinline__ void block_sum_to(double v, double* out) {
+// Block-wide sum of one double per thread, written by thread 0 to partials[blockIdx.x]. The
+// partials are summed by ATen afterwards: float64 results are reproducible (no atomics).
+__device__ __forceinline__ void block_sum_to(double v, double* partials) {
+  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps, at most 32 of them");
   __shared__ double warp_totals[kThreads / 32];
   v = warp_sum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -62,7 +65,7 @@ __device__ __forceinline__ void block_sum_to(double v, double* out) {
   if (warp == 0) {
     v = lane < static_cast<int>(blockDim.x >> 5) ? warp_totals[lane] : 0.0;
     v = warp_sum(v);
-    if (lane == 0) atomicAdd(out, v);
+    if (lane == 0) partials[blockIdx.x] = v;
   }
 }
 
@@ -71,13 +74,13 @@ __device__ __forceinline__ void block_sum_to(double v, double* out) {
 template <typename T, bool kSum, bool kGrad>
 __global__ void tile_kernel(T* __restrict__ dot, const T* __restrict__ na, const T* __restrict__ nb,
                             const T* __restrict__ c, const T* __restrict__ w, int k, int64_t rows,
-                            int64_t cols, bool strict_upper, T scale, double* __restrict__ out) {
+                            int64_t cols, bool strict_upper, T scale, double* __restrict__ partials) {
   double local = 0.0;
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     T* row = dot + i * cols;
     const T norm_i = na[i];
     const int64_t first = strict_upper ? i + 1 : 0;
-    T row_total = 0;
+    double row_total = 0.0;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
       if (j < first) {
         if constexpr (kGrad) row[j] = T(0);
@@ -90,7 +93,7 @@ __global__ void tile_kernel(T* __restrict__ dot, const T* __restrict__ na, const
     }
     local += row_total;
   }
-  if constexpr (kSum) block_sum_to(local, out);
+  if constexpr (kSum) block_sum_to(local, partials);
 }
 
 // One warp per pair l of the linear estimator: a = x[2l], b = x[2l+1], c = y[2l], e = y[2l+1],
@@ -98,7 +101,7 @@ __global__ void tile_kernel(T* __restrict__ dot, const T* __restrict__ na, const
 template <typename T, bool kSum, bool kGrad>
 __global__ void linear_kernel(const T* __restrict__ x, const T* __restrict__ y,
                               const T* __restrict__ c, const T* __restrict__ w, int k,
-                              int64_t pairs, int64_t d, T scale, double* __restrict__ out,
+                              int64_t pairs, int64_t d, T scale, double* __restrict__ partials,
                               T* __restrict__ gx, T* __restrict__ gy) {
   const int lane = threadIdx.x & 31;
   const int64_t warps_per_block = blockDim.x >> 5;
@@ -134,7 +137,12 @@ __global__ void linear_kernel(const T* __restrict__ x, const T* __restrict__ y,
       }
     }
   }
-  if constexpr (kSum) block_sum_to(local, out);
+  if constexpr (kSum) block_sum_to(local, partials);
+}
+
+// One float64 partial sum per block when summing, added to acc[slot] on the device.
+at::Tensor block_partials(Mode mode, int blocks, const at::Tensor& acc) {
+  return mode.sum ? at::empty({blocks}, acc.options()) : at::Tensor();
 }
 
 void tile(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const at::Tensor& c,
@@ -142,6 +150,7 @@ void tile(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const at:
           int64_t slot) {
   if (dot.numel() == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>(dot.size(0), kMaxBlocks));
+  at::Tensor partials = block_partials(mode, blocks, acc);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(dot.scalar_type(), "mmd_tile_cuda", [&] {
     with_mode(mode, [&]<bool kSum, bool kGrad>() {
@@ -149,10 +158,11 @@ void tile(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const at:
           dot.mutable_data_ptr<scalar_t>(), na.const_data_ptr<scalar_t>(), nb.const_data_ptr<scalar_t>(),
           c.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), static_cast<int>(c.size(0)),
           dot.size(0), dot.size(1), strict_upper, static_cast<scalar_t>(scale),
-          kSum ? acc.mutable_data_ptr<double>() + slot : nullptr);
+          kSum ? partials.mutable_data_ptr<double>() : nullptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
+  if (mode.sum) acc.narrow(0, slot, 1).add_(partials.sum());
 }
 
 void linear(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c, const at::Tensor& w,
@@ -160,17 +170,19 @@ void linear(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c, const
   if (pairs == 0) return;
   constexpr int64_t kWarpsPerBlock = kThreads / 32;
   const int blocks = static_cast<int>(std::min<int64_t>((pairs + kWarpsPerBlock - 1) / kWarpsPerBlock, kMaxBlocks));
+  at::Tensor partials = block_partials(mode, blocks, acc);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmd_linear_cuda", [&] {
     with_mode(mode, [&]<bool kSum, bool kGrad>() {
       linear_kernel<scalar_t, kSum, kGrad><<<blocks, kThreads, 0, stream>>>(
           x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
           w.const_data_ptr<scalar_t>(), static_cast<int>(c.size(0)), pairs, x.size(1),
-          static_cast<scalar_t>(scale), kSum ? acc.mutable_data_ptr<double>() : nullptr,
+          static_cast<scalar_t>(scale), kSum ? partials.mutable_data_ptr<double>() : nullptr,
           kGrad ? gx.mutable_data_ptr<scalar_t>() : nullptr, kGrad ? gy.mutable_data_ptr<scalar_t>() : nullptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
+  if (mode.sum) acc.narrow(0, 0, 1).add_(partials.sum());
 }
 
 // 4096 x 4096 blocks: 64 MiB of float32 scratch, large enough for cuBLAS to run near peak.
