@@ -247,6 +247,7 @@ def test_memory_stays_linear_in_the_sample_count():
     x.requires_grad_()
     y.requires_grad_()
     s2r.mmd(x[:600], y[:600]).backward()  # warm up allocator and thread pools
+    x.grad = y.grad = None
     extra = _peak_rss_extra_mib(lambda: s2r.mmd(x, y, bandwidth=2.0).backward())
     assert extra < 64, f"peak extra RSS {extra:.1f} MiB"
 
@@ -258,10 +259,16 @@ def test_gradient_memory_is_one_and_a_half_sets():
     x, y = _samples(8192, 8192, 256, torch.float32, "cpu")
     x.requires_grad_()
     y.requires_grad_()
-    s2r.mmd(x[:600], y[:600]).backward()
-    x.grad = y.grad = None
     one_set = 2 * 8192 * 256 * 4 / 2**20
-    extra = _peak_rss_extra_mib(lambda: s2r.mmd(x, y, bandwidth=300.0).backward())
+
+    def measure():
+        x.grad = y.grad = None  # outside the measurement: freeing them would hide a set
+        return _peak_rss_extra_mib(lambda: s2r.mmd(x, y, bandwidth=300.0).backward())
+
+    # The best of three calls: the first call of a process also pays one-off allocations (BLAS
+    # buffers, thread arenas) of about 10 MiB, while the regression this guards against (one more
+    # full set of gradients) shows on every call.
+    extra = min(measure() for _ in range(3))
     assert extra < 1.5 * one_set + 6, f"peak extra RSS {extra:.1f} MiB, gradients {one_set:.0f} MiB"
 
 
