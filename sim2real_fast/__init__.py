@@ -6,7 +6,7 @@ The fused losses run as ``torch.ops.sim2real_fast.*`` (CPU with OpenMP, CUDA whe
 >>> loss = s2r.mmd(torch.randn(128, 64), torch.randn(96, 64) + 0.5)
 """
 
-from . import nn, ops, reference
+from . import geometry, nn, ops, reference
 from ._extension import HAS_EXTENSION, build_info
 from .ops import bandwidth_heuristic, coral, dann_alpha, grad_reverse, mmd
 
@@ -19,6 +19,7 @@ __all__ = [
     "build_info",
     "coral",
     "dann_alpha",
+    "geometry",
     "grad_reverse",
     "mmd",
     "nn",
