@@ -8,7 +8,7 @@ The fused losses run as ``torch.ops.sim2real_fast.*`` (CPU with OpenMP, CUDA whe
 
 from . import geometry, nn, ops, reference
 from ._extension import HAS_EXTENSION, build_info
-from .ops import bandwidth_heuristic, coral, dann_alpha, grad_reverse, mmd
+from .ops import bandwidth_heuristic, coral, dann_alpha, grad_reverse, hits_to_image, mmd
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __all__ = [
     "dann_alpha",
     "geometry",
     "grad_reverse",
+    "hits_to_image",
     "mmd",
     "nn",
     "ops",

@@ -2,6 +2,7 @@
 
 from .coral import coral
 from .grad_reverse import dann_alpha, grad_reverse
+from .hits_to_image import hits_to_image
 from .mmd import DEFAULT_KERNEL_SCALES, ESTIMATORS, bandwidth_heuristic, mmd
 
-__all__ = ["DEFAULT_KERNEL_SCALES", "ESTIMATORS", "bandwidth_heuristic", "coral", "dann_alpha", "grad_reverse", "mmd"]
+__all__ = ["DEFAULT_KERNEL_SCALES", "ESTIMATORS", "bandwidth_heuristic", "coral", "dann_alpha", "grad_reverse", "hits_to_image", "mmd"]

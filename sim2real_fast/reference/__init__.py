@@ -5,6 +5,7 @@ They are written for clarity, not speed: the MMD builds the full (K, n, m) kerne
 
 from .coral import coral
 from .grad_reverse import grad_reverse
+from .hits_to_image import hits_to_image
 from .mmd import bandwidth_heuristic, mmd
 
-__all__ = ["bandwidth_heuristic", "coral", "grad_reverse", "mmd"]
+__all__ = ["bandwidth_heuristic", "coral", "grad_reverse", "hits_to_image", "mmd"]
