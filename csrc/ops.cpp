@@ -17,6 +17,15 @@ TORCH_LIBRARY(sim2real_fast, m) {
   m.def("coral(Tensor x, Tensor y) -> (Tensor, Tensor)");
   // Given g = dL/d(C_x - C_y) (d, d), symmetric: (2/(n-1) (x - mean_x) g, -2/(m-1) (y - mean_y) g).
   m.def("_coral_backward(Tensor g, Tensor x, Tensor y) -> (Tensor, Tensor)");
+  // Jagged hits -> dense (N, n_cells) images: event e owns hits offsets[e]:offsets[e + 1]; the
+  // hits of a cell add up, then times calibration, dead cells and cells below threshold to 0, then
+  // normalize in {"none", "log1p", "incident" (/ incident_energy), "sum" (/ image total)}.
+  m.def("hits_to_image(Tensor offsets, Tensor cell, Tensor energy, int n_cells, Tensor? calibration, "
+        "Tensor? dead, float threshold, str normalize, Tensor? incident_energy) -> Tensor");
+  // dL/d(energy) (H,) given grad = dL/d(images) (N, n_cells); the other inputs as in the forward.
+  m.def("_hits_to_image_backward(Tensor grad, Tensor offsets, Tensor cell, Tensor energy, int n_cells, "
+        "Tensor? calibration, Tensor? dead, float threshold, str normalize, Tensor? incident_energy) "
+        "-> Tensor");
   // Gradient reversal: a copy of x forward, -alpha * grad backward (any device).
   m.def("grad_reverse(Tensor x, float alpha) -> Tensor");
 }

@@ -10,7 +10,6 @@ from .. import _extension
 from ..reference.hits_to_image import NORMALIZATIONS
 
 _OP = "sim2real_fast.hits_to_image"
-_HAS_OP = _extension.HAS_EXTENSION and hasattr(torch.ops.sim2real_fast, "hits_to_image")
 
 
 def _vector(name: str, value, what: str) -> torch.Tensor:
@@ -113,7 +112,7 @@ def hits_to_image(
         if incident_energy.requires_grad:
             raise ValueError(f"{_OP}: not differentiable w.r.t. incident_energy; pass incident_energy.detach()")
         incident_energy = incident_energy.to(energy.dtype)
-    if not _HAS_OP:
+    if not _extension.HAS_EXTENSION:
         from ..reference import hits_to_image as reference_hits_to_image
 
         return reference_hits_to_image(
@@ -123,3 +122,31 @@ def hits_to_image(
     return torch.ops.sim2real_fast.hits_to_image(
         offsets, cell, energy, n_cells, calibration, dead, float(threshold), normalize or "none", incident_energy
     )
+
+
+if _extension.HAS_EXTENSION:
+
+    @torch.library.register_fake("sim2real_fast::hits_to_image")
+    def _hits_to_image_fake(offsets, cell, energy, n_cells, calibration, dead, threshold, normalize, incident_energy):
+        return energy.new_empty((offsets.shape[0] - 1, n_cells))
+
+    @torch.library.register_fake("sim2real_fast::_hits_to_image_backward")
+    def _hits_to_image_backward_fake(grad, offsets, cell, energy, *rest):
+        return torch.empty_like(energy, memory_format=torch.contiguous_format)
+
+    def _setup_context(ctx, inputs, output):
+        offsets, cell, energy, n_cells, calibration, dead, threshold, normalize, incident_energy = inputs
+        ctx.save_for_backward(offsets, cell, energy, calibration, dead, incident_energy)
+        ctx.options = (n_cells, threshold, normalize)
+
+    def _backward(ctx, grad):
+        offsets, cell, energy, calibration, dead, incident_energy = ctx.saved_tensors
+        n_cells, threshold, normalize = ctx.options
+        grad_energy = None
+        if ctx.needs_input_grad[2]:
+            grad_energy = torch.ops.sim2real_fast._hits_to_image_backward(
+                grad, offsets, cell, energy, n_cells, calibration, dead, threshold, normalize, incident_energy
+            )
+        return None, None, grad_energy, None, None, None, None, None, None
+
+    torch.library.register_autograd("sim2real_fast::hits_to_image", _backward, setup_context=_setup_context)
