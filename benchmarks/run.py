@@ -158,6 +158,29 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
                 "info",
             )
         )
+    rows += hits_to_image_targets(results)
+    return rows
+
+
+def hits_to_image_targets(results: Results) -> list[tuple[str, str, str]]:
+    rows = []
+    target = "CPU hits_to_image 100k events × ~200 hits, 504 cells, float32: ours ≥ 3× np.bincount in hits/s"
+    ours, bincount = results.find("hits_to_image", "cpu", 100_000, "ours"), results.find("hits_to_image", "cpu", 100_000, "np.bincount")
+    if ours is None or bincount is None:
+        rows.append((target, "—", "not run"))
+    else:
+        hits, ratio = ours["extra_info"]["hits"], mean(bincount) / mean(ours)
+        measured = f"{hits / mean(ours) / 1e6:.0f} vs {hits / mean(bincount) / 1e6:.0f} M hits/s ({ratio:.2f}×)"
+        rows.append((target, measured, verdict(ratio >= 3)))
+    target = "GPU hits_to_image 100k events: achieved fraction of the memory bandwidth (device copy, same run)"
+    ours, copy = results.find("hits_to_image", "cuda", 100_000, "ours"), results.find("hits_to_image", "cuda", 100_000, "copy (bandwidth)")
+    if ours is None or copy is None:
+        rows.append((target, "—", "not run (no GPU)"))
+    else:
+        traffic = ours["extra_info"]["traffic_bytes"]
+        measured = (f"{traffic / mean(ours) / 1e9:.0f} GB/s = {mean(copy) / mean(ours):.0%} of a device copy "
+                    f"({traffic / mean(copy) / 1e9:.0f} GB/s)")
+        rows.append((target, measured, "info"))
     return rows
 
 
