@@ -110,6 +110,9 @@ def test_empty_inputs(device, dtype):
     no_cells = s2r.hits_to_image(torch.zeros(3, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.long, device=device),
                                  torch.zeros(0, dtype=dtype, device=device), n_cells=0)
     assert no_cells.shape == (2, 0)
+    with pytest.raises(IndexError, match=r"event 0: cell index 0 of hit 0 is out of range \[0, 0\)"):
+        s2r.hits_to_image(torch.tensor([0, 1], device=device), torch.tensor([0], device=device),
+                          torch.ones(1, dtype=dtype, device=device), n_cells=0)
     single = s2r.hits_to_image(torch.tensor([0, 1], device=device), torch.tensor([3], device=device),
                                torch.tensor([2.5], dtype=dtype, device=device), n_cells=5, normalize="sum")
     assert torch.equal(single, torch.tensor([[0, 0, 0, 1.0, 0]], dtype=dtype, device=device))

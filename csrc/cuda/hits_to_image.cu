@@ -235,7 +235,7 @@ at::Tensor hits_to_image_cuda(const at::Tensor& offsets, const at::Tensor& cell,
   const bool shared = n_cells * static_cast<int64_t>(energy.element_size()) <= kSharedBytes;
   at::Tensor out = shared ? at::empty({args.n_events, n_cells}, energy.options())
                           : at::zeros({args.n_events, n_cells}, energy.options());
-  if (args.n_events == 0 || n_cells == 0) return out;
+  if (args.n_events == 0) return out;  // with n_cells == 0 the kernel still flags every hit
   const at::Tensor flag = new_flag(args);
   auto* first_bad = reinterpret_cast<unsigned long long*>(flag.data_ptr<int64_t>());
   dispatch(args, kMaxBlocks, [&]<Normalize kNorm, bool kShared>(const auto& in, int blocks, size_t smem,
@@ -264,7 +264,7 @@ at::Tensor hits_to_image_backward_cuda(const at::Tensor& grad, const at::Tensor&
   const c10::cuda::CUDAGuard guard(energy.device());
   const at::Tensor g = grad.contiguous();
   at::Tensor grad_energy = at::zeros_like(args.energy);  // hits outside every event get 0
-  if (args.n_events == 0 || n_cells == 0) return grad_energy;
+  if (args.n_events == 0) return grad_energy;
   const bool shared = n_cells * static_cast<int64_t>(energy.element_size()) <= kSharedBytes;
   const at::Tensor scratch =
       shared ? at::Tensor() : at::zeros({std::min(args.n_events, kMaxBlocksGlobal), n_cells}, energy.options());
