@@ -13,7 +13,8 @@
 namespace sim2real_fast::shower_features {
 namespace {
 
-// One pass over each event's cells, layer by layer, sums in double.
+// One pass over each event's cells, layer by layer: vectorised sums in double, then the max-cell
+// search over the same layer while it is still in L1.
 template <typename T>
 void forward_impl(const T* images, int64_t n, int64_t n_cells, const std::vector<int64_t>& offsets,
                   const T* coords, T threshold, T* layer_stats, T* event_stats, int64_t* max_cell) {
@@ -26,16 +27,26 @@ void forward_impl(const T* images, int64_t n, int64_t n_cells, const std::vector
     T best = image[0];
     int64_t best_cell = 0;
     for (int64_t l = 0; l < n_layers; ++l) {
-      LayerSums sums;
-      for (int64_t i = offsets[l]; i < offsets[l + 1]; ++i) {
-        const T v = image[i];
-        sums.add(v, coords[2 * i], coords[2 * i + 1], v > threshold);
-        if (v > best) {
-          best = v;
+      const int64_t begin = offsets[l], end = offsets[l + 1];
+      double e = 0, sx = 0, sy = 0, sxx = 0, syy = 0, hits = 0;
+#pragma omp simd reduction(+ : e, sx, sy, sxx, syy, hits)
+      for (int64_t i = begin; i < end; ++i) {
+        const double v = image[i], vx = v * coords[2 * i], vy = v * coords[2 * i + 1];
+        e += v;
+        sx += vx;
+        sy += vy;
+        sxx += vx * coords[2 * i];
+        syy += vy * coords[2 * i + 1];
+        hits += image[i] > threshold ? 1.0 : 0.0;
+      }
+      for (int64_t i = begin; i < end; ++i) {  // the layer is in L1 now; the first maximal cell
+        if (image[i] > best) {
+          best = image[i];
           best_cell = i;
         }
       }
-      finish_layer(sums, offsets[l + 1] - offsets[l], stats + l * kLayerStats);
+      const LayerSums sums{e, sx, sy, sxx, syy, hits};
+      finish_layer(sums, end - begin, stats + l * kLayerStats);
       total += sums.e;
     }
     event_stats[event * kEventStats + kTotal] = static_cast<T>(total);
