@@ -1,6 +1,7 @@
 """sim2real_fast.shower_features: values and gradients against the reference and an independent NumPy
 version of CaloChallenge's HighLevelFeatures, edge cases, op checks, errors; Geometry.feature_coordinates."""
 
+import importlib
 import math
 
 import numpy as np
@@ -335,3 +336,15 @@ def test_feature_coordinates_are_cached_and_returned_as_copies():
     xy = geometry.feature_coordinates(dtype=torch.float32)
     xy.zero_()
     assert geometry.feature_coordinates(dtype=torch.float32).abs().sum() > 0
+
+
+def test_reference_fallback_without_the_compiled_op(monkeypatch):
+    module = importlib.import_module("sim2real_fast.ops.shower_features")
+    images = _showers(6, "calochallenge-ds1-photons", torch.float64, "cpu")
+    expected = s2r.shower_features(images, "calochallenge-ds1-photons", threshold=1.0)
+    monkeypatch.setattr(module, "_HAS_OP", False)
+    images.requires_grad_()
+    fallback = s2r.shower_features(images, "calochallenge-ds1-photons", threshold=1.0)
+    torch.testing.assert_close(fallback.as_tensor(), expected.as_tensor())
+    assert fallback.layer_names == expected.layer_names
+    assert torch.autograd.grad(fallback.total.sum(), images)[0].eq(1).all()
