@@ -145,6 +145,15 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
             )
         )
 
+    for device in ("cpu", "cuda"):
+        ours, ref = results.find("shower_features", device, 100_000, "ours"), results.find("shower_features", device, 100_000, "reference")
+        target = f"{device.upper()} shower_features calogan N=100000 float32 forward: ours' speed-up over the reference"
+        if ours is None or ref is None:
+            rows.append((target, "—", "not run" if device == "cpu" else "not run (no GPU)"))
+        else:
+            measured = f"{mean(ref) / mean(ours):.1f}× ({fmt_time(mean(ours))} vs {fmt_time(mean(ref))}; {100_000 / mean(ours):.3g} vs {100_000 / mean(ref):.3g} events/s)"
+            rows.append((target, measured, "info"))
+
     speedup_row("GPU MMD n=m=8192 d=512 fwd+bwd: ours ≥ 5× faster than the reference", "mmd", "cuda", 8192, "reference", 5)
     gpu_ours, matmul = results.find("mmd", "cuda", 8192, "ours"), results.find("matmul", "cuda", 8192, "torch.mm")
     if gpu_ours is None or matmul is None:

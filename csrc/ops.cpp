@@ -28,4 +28,13 @@ TORCH_LIBRARY(sim2real_fast, m) {
         "-> Tensor");
   // Gradient reversal: a copy of x forward, -alpha * grad backward (any device).
   m.def("grad_reverse(Tensor x, float alpha) -> Tensor");
+  // CaloChallenge-style shower features of images (N, n_cells), layer l owning cells
+  // [layer_offsets[l], layer_offsets[l + 1]), cell coordinates coords (n_cells, 2) = (x, y).
+  // Returns layer_stats (N, L, 6) = [energy, centroid_x, centroid_y, width_x, width_y, sparsity],
+  // event_stats (N, 2) = [total, max_fraction] and max_cell (N,) int64, the first maximal cell.
+  m.def("shower_features(Tensor images, int[] layer_offsets, Tensor coords, float threshold) "
+        "-> (Tensor, Tensor, Tensor)");
+  // d(loss)/d(images) (N, n_cells) from the gradients of layer_stats and event_stats.
+  m.def("_shower_features_backward(Tensor grad_layer_stats, Tensor grad_event_stats, Tensor images, "
+        "int[] layer_offsets, Tensor coords, Tensor layer_stats, Tensor event_stats, Tensor max_cell) -> Tensor");
 }

@@ -9,6 +9,7 @@ The fused losses run as ``torch.ops.sim2real_fast.*`` (CPU with OpenMP, CUDA whe
 from . import geometry, nn, ops, reference
 from ._extension import HAS_EXTENSION, build_info
 from .ops import bandwidth_heuristic, coral, dann_alpha, grad_reverse, hits_to_image, mmd
+from .ops import ShowerFeatures, shower_features
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,6 @@ __all__ = [
     "nn",
     "ops",
     "reference",
+    "ShowerFeatures",
+    "shower_features",
 ]

@@ -292,6 +292,48 @@ class Geometry:
             centres.append(torch.stack(torch.meshgrid(first, second, indexing="ij"), -1).reshape(-1, 2))
         return torch.cat(centres).to(dtype=dtype or torch.get_default_dtype(), device=device)
 
+    def feature_coordinates(self, *, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+        """(n_cells, 2) coordinates (x, y) of every cell centre for shower centroids and widths.
+
+        Cartesian layers with a cell_size: x = the column centre, y = the row centre, in mm from the
+        layer's centre (:meth:`cell_centres` as (col, row)). Cartesian layers without one (``hcal``):
+        x = col - (cols - 1) / 2, y = row - (rows - 1) / 2, in cells. Cylindrical layers
+        (CaloChallenge): x = r cos(alpha), y = r sin(alpha) in mm at the bin centres, as
+        CaloChallenge's XMLHandler (its eta and phi). Computed in float64 and cached per device and dtype.
+        """
+        return self._coordinates(torch.device(device or "cpu"), dtype or torch.get_default_dtype()).clone()
+
+    @cached_property
+    def _feature_coordinates(self) -> torch.Tensor:
+        parts = []
+        for layer in self.layers:
+            rows = torch.arange(layer.rows, dtype=torch.float64)
+            cols = torch.arange(layer.cols, dtype=torch.float64)
+            if layer.kind == "cylindrical":
+                alpha_edges = torch.linspace(-math.pi, math.pi, layer.rows + 1, dtype=torch.float64)
+                r_edges = torch.tensor(layer.r_edges, dtype=torch.float64)
+                alpha, r = (alpha_edges[1:] + alpha_edges[:-1]) / 2, (r_edges[1:] + r_edges[:-1]) / 2
+                alpha, r = torch.meshgrid(alpha, r, indexing="ij")
+                x, y = r * torch.cos(alpha), r * torch.sin(alpha)
+            else:
+                row_size, col_size = layer.cell_size or (1.0, 1.0)
+                y, x = torch.meshgrid(
+                    (rows - (layer.rows - 1) / 2) * row_size, (cols - (layer.cols - 1) / 2) * col_size, indexing="ij"
+                )
+            parts.append(torch.stack([x, y], -1).reshape(-1, 2))
+        return torch.cat(parts)
+
+    @cached_property
+    def _device_coordinates(self) -> dict[tuple[torch.device, torch.dtype], torch.Tensor]:
+        return {}
+
+    def _coordinates(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The cached :meth:`feature_coordinates` on ``device`` in ``dtype`` (shared: do not modify)."""
+        key = (torch.device(device), dtype)
+        if key not in self._device_coordinates:
+            self._device_coordinates[key] = self._feature_coordinates.to(device=key[0], dtype=dtype)
+        return self._device_coordinates[key]
+
     def _check_cells(self, arg: str, images: torch.Tensor) -> None:
         if images.dim() < 1 or images.shape[-1] != self.n_cells:
             raise ValueError(
