@@ -11,7 +11,6 @@ from .. import _extension
 from .. import geometry as _geometry
 
 _OP = "sim2real_fast.shower_features"
-_HAS_OP = _extension.HAS_EXTENSION and hasattr(torch.ops.sim2real_fast, "shower_features")
 
 # Per-layer features in the order of the op's layer_stats columns.
 _LAYER_FEATURES = ("energy", "centroid_x", "centroid_y", "width_x", "width_y", "sparsity")
@@ -85,7 +84,7 @@ def shower_features(images: torch.Tensor, geometry, *, threshold: float = 0.0) -
         images = images.float()
     offsets = list(geometry.layer_offsets)
     coords = geometry._coordinates(images.device, images.dtype)
-    if _HAS_OP:
+    if _extension.HAS_EXTENSION:
         layer_stats, event_stats, _ = torch.ops.sim2real_fast.shower_features(images, offsets, coords, float(threshold))
     else:
         from ..reference import shower_features as reference_shower_features
@@ -96,7 +95,7 @@ def shower_features(images: torch.Tensor, geometry, *, threshold: float = 0.0) -
     return ShowerFeatures(total, *layer_stats.unbind(2), max_fraction, layer_names)
 
 
-if _HAS_OP:
+if _extension.HAS_EXTENSION:
 
     @torch.library.register_fake("sim2real_fast::shower_features")
     def _shower_features_fake(images, layer_offsets, coords, threshold):
