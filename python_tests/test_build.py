@@ -17,7 +17,12 @@ def test_extension_is_loaded():
     assert info["openmp"] > 0
 
 
-@pytest.mark.parametrize("name", ["mmd", "_mmd_with_grad", "_mmd_backward", "coral", "_coral_backward", "grad_reverse"])
+OPS = ["mmd", "_mmd_with_grad", "_mmd_backward", "coral", "_coral_backward", "grad_reverse",
+       "hits_to_image", "_hits_to_image_backward", "shower_features", "_shower_features_backward"]
+KERNEL_OPS = [name for name in OPS if name != "grad_reverse"]  # grad_reverse is device-generic
+
+
+@pytest.mark.parametrize("name", OPS)
 def test_ops_registered(name):
     op = getattr(torch.ops.sim2real_fast, name)
     assert op.default._schema.name == f"sim2real_fast::{name}"
@@ -30,9 +35,9 @@ def test_cuda_kernels_built_as_requested():
     assert info["cuda"] is expected, info
     if expected:
         assert "90" in info["cuda_architectures"] and "80" in info["cuda_architectures"]
-        assert torch._C._dispatch_has_kernel_for_dispatch_key("sim2real_fast::mmd", "CUDA")
-        assert torch._C._dispatch_has_kernel_for_dispatch_key("sim2real_fast::coral", "CUDA")
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("sim2real_fast::mmd", "CPU")
+    for name in KERNEL_OPS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"sim2real_fast::{name}", "CPU"), name
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"sim2real_fast::{name}", "CUDA") is expected, name
 
 
 def test_reference_fallback_without_the_compiled_library():
