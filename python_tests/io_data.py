@@ -42,4 +42,6 @@ def write_tree(path, branches: dict, tree: str = "events") -> None:
 def _type(value):
     import awkward as ak
 
-    return value.dtype if isinstance(value, np.ndarray) else ak.type(value).content
+    if isinstance(value, np.ndarray):
+        return np.dtype((value.dtype, value.shape[1:]))
+    return ak.type(value).content

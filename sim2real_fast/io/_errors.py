@@ -26,9 +26,12 @@ class BadEnergyError(ValueError):
 
 
 def missing_key(kind: str, name: str, where: str, available: Iterable[str]) -> MissingKeyError:
-    """'<where>: no <kind> <name>; did you mean ...? (available: ...)'."""
+    """'<where>: no <kind> <name>; did you mean ...? (available: ...)', nearest names first (case-insensitive)."""
     available = sorted(set(available))
-    close = difflib.get_close_matches(name, available, n=5, cutoff=0.5)
+    by_lower = {}
+    for candidate in available:
+        by_lower.setdefault(candidate.lower(), candidate)  # match case-insensitively, show the real name
+    close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=5, cutoff=0.5)]
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
     shown = ", ".join(map(repr, available[:20])) + (f", ... ({len(available)} in all)" if len(available) > 20 else "")
     return MissingKeyError(f"{where}: no {kind} {name!r}{hint} (available: {shown or 'none'})")

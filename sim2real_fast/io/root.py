@@ -45,7 +45,7 @@ __all__ = [
     "write_showers_root",
 ]
 
-_TREE_CLASSES = ("TTree", "TNtuple", "TNtupleD")
+_TREE_CLASSES = ("TTree", "TNtuple", "TNtupleD", "ROOT::RNTuple")  # uproot reads RNTuples alike
 _BASKET_ENTRIES = 10_000  # entries per basket written
 
 
