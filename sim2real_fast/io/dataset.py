@@ -15,6 +15,7 @@ from .root import _file_showers, _num_entries, _shower_options
 __all__ = ["ShowersDataset", "ShowersIterableDataset"]
 
 SHARDING = ("auto", "file", "entries")
+_DEFAULTS = {"geometry": "calogan", "normalize": None, "threshold": 0.0, "calibration": None, "dead": None, "bad_energy": "error"}
 
 
 class ShowersDataset(Dataset):
@@ -92,5 +93,3 @@ class ShowersIterableDataset(IterableDataset):
                 else:
                     yield from zip(batch.images, batch.labels, batch.energy)
 
-
-_DEFAULTS = {"geometry": "calogan", "normalize": None, "threshold": 0.0, "calibration": None, "dead": None, "bad_energy": "error"}

@@ -84,7 +84,7 @@ def _labels(handle, file: str, n: int) -> torch.Tensor:
     return torch.from_numpy(raw.astype(np.int64))
 
 
-def _showers(file, dense_chunks, n, geometry, labels, normalize, threshold, calibration, dead, bad_energy, where) -> Showers:
+def _showers(file, dense_chunks, geometry, labels, normalize, threshold, calibration, dead, bad_energy, where) -> Showers:
     """(start, images (n, n_cells) MeV, incident GeV) chunks -> Showers, through hits_to_image."""
     _convert.check_options(normalize, bad_energy)
     options = {"normalize": normalize, "threshold": threshold, "calibration": calibration, "dead": dead}
@@ -135,7 +135,7 @@ def read_calogan(
             )
             for start in range(0, n, _CHUNK)
         )
-        return _showers(file, chunks, n, geometry, _labels(handle, file, n), normalize, threshold, calibration, dead, bad_energy, where)
+        return _showers(file, chunks, geometry, _labels(handle, file, n), normalize, threshold, calibration, dead, bad_energy, where)
 
 
 def read_calochallenge(
@@ -178,7 +178,7 @@ def read_calochallenge(
             for start in range(0, n, _CHUNK)
         )
         where = f"{file}: dataset 'showers'"
-        return _showers(file, chunks, n, geometry, _labels(handle, file, n), normalize, threshold, calibration, dead, bad_energy, where)
+        return _showers(file, chunks, geometry, _labels(handle, file, n), normalize, threshold, calibration, dead, bad_energy, where)
 
 
 def _writable(function: str, showers, energy, labels, geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Geometry]:

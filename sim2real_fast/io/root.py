@@ -324,11 +324,10 @@ def read_arrays(path: str | os.PathLike, branches: Sequence[str] | None = None, 
         ttree = _tree(handle, file, tree)
         names = list(ttree.keys()) if branches is None else list(branches)
         _check_branches(ttree, file, tree, names)
-        steps = list(_steps(ttree, file, tree, names, step_size=max(ttree.num_entries, 1)))
-        if not steps:
+        try:
             arrays = ttree.arrays(names, library="ak", how=dict)
-        else:
-            (arrays, _, _), = steps
+        except Exception as error:
+            raise CorruptFileError(f"{file}: tree {tree!r}: cannot read the data ({type(error).__name__}: {error})") from error
         return {name: _as_array(arrays[name], f"{file}: tree {tree!r} branch {name!r}") for name in names}
 
 
@@ -433,7 +432,7 @@ def read_maps(
 
 
 # ---- writers -----------------------------------------------------------------------------------
-def _numpy(value, name: str) -> np.ndarray:
+def _numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return np.asarray(value)
@@ -497,11 +496,11 @@ def write_showers_root(
     else:
         images = showers
     geometry = _geometry.get(geometry)
-    images = _numpy(images, "images")
+    images = _numpy(images)
     if images.ndim != 2 or images.shape[1] != geometry.n_cells or images.dtype.kind != "f":
         raise ValueError(f"write_showers_root: images must be float (N, {geometry.n_cells}) for geometry {geometry.name!r}, got {images.dtype} {images.shape}")
     n = images.shape[0]
-    labels, energy = _numpy(labels, "labels"), _numpy(energy, "energy")
+    labels, energy = _numpy(labels), _numpy(energy)
     if labels.shape != (n,) or labels.dtype.kind not in "iu":
         raise ValueError(f"write_showers_root: labels must be ({n},) integers, got {labels.dtype} {labels.shape}")
     if energy.shape != (n,) or energy.dtype.kind not in "fiu":
@@ -537,7 +536,7 @@ def write_results_root(path: str | os.PathLike, results: Mapping[str, object], *
     uproot = require("uproot")
     if not results:
         raise ValueError("write_results_root: results must hold at least one array")
-    arrays = {name: _numpy(value, name) for name, value in results.items()}
+    arrays = {name: _numpy(value) for name, value in results.items()}
     n = {name: a.shape[0] if a.ndim else None for name, a in arrays.items()}
     for name, a in arrays.items():
         if a.ndim not in (1, 2) or a.dtype.kind not in "biuf":
