@@ -159,3 +159,19 @@ def test_hcal_dqm_real_file():
     assert (depth5[:, :, :59] == 0).all() and (depth5[:, :, 70:] == 0).all()  # depths 5-7: ieta columns 59-69 only
     with pytest.raises(ValueError, match="task must be one of"):
         sio.read_hcal_dqm(path, task="RecHit")
+
+
+def test_missing_backend_gives_an_install_hint(monkeypatch, tmp_path):
+    import importlib
+
+    real_import = importlib.import_module
+
+    def without_h5py(name, *args):
+        if name == "h5py":
+            raise ImportError("No module named 'h5py'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_h5py)
+    (tmp_path / "x.h5").write_bytes(b"")
+    with pytest.raises(ImportError, match=r"pip install 'h5py>=3'"):
+        sio.read_calogan(tmp_path / "x.h5")

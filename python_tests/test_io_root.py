@@ -305,3 +305,21 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(showers_file, tmp_pat
         sio.write_results_root(showers_file[0], {"x": torch.zeros(3)})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["showers.root"]
     assert torch.equal(sio.read_showers(showers_file[0]).images, showers_file[1])  # the old file is intact
+
+
+def test_showers_container(showers_file):
+    path, images, labels, energy = showers_file
+    showers = sio.read_showers(path)
+    assert len(showers) == 40 and "n=40" in repr(showers)
+    one = showers[-1]
+    assert len(one) == 1 and torch.equal(one.images, images[-1:])  # an int keeps the event dimension
+    picked = showers[labels == 1]
+    assert torch.equal(picked.images, images[labels == 1]) and torch.equal(showers[[0, 2]].energy, energy[[0, 2]])
+    assert [layer.shape for layer in showers.layers()] == [(40, 3, 96), (40, 12, 12), (40, 12, 6)]
+    assert showers.to("cpu").images.device.type == "cpu"
+    with pytest.raises(IndexError, match="out of range"):
+        showers[40]
+    with pytest.raises(ValueError, match="geometry/normalize differ"):
+        sio.Showers.cat([showers, sio.read_showers(path, normalize="sum")])
+    with pytest.raises(ValueError, match=r"images must be \(N, 504\)"):
+        sio.Showers(images[:, :10], labels, energy, showers.geometry)

@@ -15,7 +15,10 @@ _GLOB_CHARS = set("*?[")
 
 
 def expand(paths: Paths) -> list[str]:
-    """One path, a glob or a list of them -> the files, each glob sorted; missing ones raise FileNotFoundError."""
+    """One path, a glob or a list of them -> the files, each glob sorted; missing ones raise FileNotFoundError.
+
+    Only str paths are globbed; os.PathLike paths (pathlib.Path) are taken literally.
+    """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
         raise ValueError("path: expected a file, a glob or a non-empty list of them, got an empty list")
