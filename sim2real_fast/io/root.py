@@ -132,6 +132,7 @@ def _flat_values(array, where: str) -> np.ndarray:
 
 
 def _as_array(array, where: str) -> torch.Tensor | Jagged:
+    """A branch's awkward array -> (N, ...) tensor (numbers, fixed-size arrays) or :class:`Jagged` (var * number)."""
     ak = require("awkward")
     layout = ak.to_layout(array)
     if isinstance(layout, (ak.contents.ListOffsetArray, ak.contents.ListArray)) and not isinstance(layout.content, ak.contents.NumpyArray):
