@@ -153,6 +153,7 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
         else:
             measured = f"{mean(ref) / mean(ours):.1f}× ({fmt_time(mean(ours))} vs {fmt_time(mean(ref))}; {100_000 / mean(ours):.3g} vs {100_000 / mean(ref):.3g} events/s)"
             rows.append((target, measured, "info"))
+    rows += read_showers_rows(results)
 
     speedup_row("GPU MMD n=m=8192 d=512 fwd+bwd: ours ≥ 5× faster than the reference", "mmd", "cuda", 8192, "reference", 5)
     gpu_ours, matmul = results.find("mmd", "cuda", 8192, "ours"), results.find("matmul", "cuda", 8192, "torch.mm")
@@ -191,6 +192,50 @@ def hits_to_image_targets(results: Results) -> list[tuple[str, str, str]]:
                     f"({traffic / mean(copy) / 1e9:.0f} GB/s)")
         rows.append((target, measured, "info"))
     return rows
+
+
+READ_SHOWERS_STAGES = (
+    ("read_s", "uproot: decompression + deserialisation"),
+    ("convert_s", "awkward -> torch, value checks"),
+    ("hits_to_image_s", "hits_to_image"),
+    ("other_s", "opening files, concatenating steps"),
+)
+
+
+def read_showers_rows(results: Results) -> list[tuple[str, str, str]]:
+    """Events/s of read_showers (100k CaloGAN showers -> log1p images) and whether the kernel is the bottleneck."""
+    entry = results.find("read_showers", "cpu", 100_000, "ours")
+    rate_target = "CPU read_showers, 100k CaloGAN showers of ~200 hits -> log1p images: events/s"
+    share_target = "CPU read_showers: hits_to_image is not the bottleneck (< 50% of the time)"
+    if entry is None:
+        return [(rate_target, "—", "not run"), (share_target, "—", "not run")]
+    info = entry["extra_info"]
+    total = sum(info[key] for key, _ in READ_SHOWERS_STAGES)
+    share = info["hits_to_image_s"] / total
+    return [
+        (rate_target, f"{info['events_per_s']:,.0f} events/s ({fmt_time(mean(entry))} per read)", "info"),
+        (share_target, f"{share:.0%} of the time ({info['kernel']} hits_to_image)", verdict(share < 0.5)),
+    ]
+
+
+def read_showers_breakdown(results: Results) -> list[str]:
+    """Markdown lines: where the time of read_showers goes (empty when it did not run)."""
+    entry = results.find("read_showers", "cpu", 100_000, "ours")
+    if entry is None:
+        return []
+    info = entry["extra_info"]
+    total = sum(info[key] for key, _ in READ_SHOWERS_STAGES)
+    rows = [[label, fmt_time(info[key]), f"{info[key] / total:.0%}"] for key, label in READ_SHOWERS_STAGES]
+    return [
+        "",
+        "## Reading ROOT event trees",
+        "",
+        f"`read_showers(path, normalize=\"log1p\")` on {info['n']:,} CaloGAN showers ({info['hits']:,} hits, "
+        f"{info['file_mib']:.0f} MiB, ZLIB level 1): {info['events_per_s']:,.0f} events/s; "
+        f"hits_to_image: {info['kernel']}. Mean over the rounds:",
+        "",
+        table(["stage", "time", "share"], rows),
+    ]
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -258,9 +303,11 @@ def render(data: dict, command: str, pytest_rc: int | None) -> str:
         "high-water mark, CUDA: allocator peak), gradients of the inputs included. Every MMD implementation gets",
         "the same squared bandwidths (our `mean` heuristic, computed once, untimed); each value was checked",
         "against the reference before timing. Timings on a shared 2-core machine are noisy: read ratios, not digits.",
+        "read_showers: one call reading a whole file (see Reading ROOT event trees below).",
     ]
     for group, entries in results.groups().items():
         lines += ["", f"### {group}", "", group_table(entries)]
+    lines += read_showers_breakdown(results)
     lines += ["", "## Peers", ""]
     lines += [f"- {name}: {version}" for name, version in machine.get("peers", {}).items()]
     if data.get("skipped"):
@@ -302,6 +349,7 @@ def main() -> int:
     write_atomic(args.out, render(data, command, rc))
     print(f"\nwrote {args.out}\n")
     print(table(["target", "measured", "result"], [list(row) for row in targets(Results(data))]))
+    print("\n".join(read_showers_breakdown(Results(data))))
     return rc or 0
 
 
