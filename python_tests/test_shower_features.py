@@ -342,7 +342,7 @@ def test_reference_fallback_without_the_compiled_op(monkeypatch):
     module = importlib.import_module("sim2real_fast.ops.shower_features")
     images = _showers(6, "calochallenge-ds1-photons", torch.float64, "cpu")
     expected = s2r.shower_features(images, "calochallenge-ds1-photons", threshold=1.0)
-    monkeypatch.setattr(module, "_HAS_OP", False)
+    monkeypatch.setattr(module._extension, "HAS_EXTENSION", False)
     images.requires_grad_()
     fallback = s2r.shower_features(images, "calochallenge-ds1-photons", threshold=1.0)
     torch.testing.assert_close(fallback.as_tensor(), expected.as_tensor())
