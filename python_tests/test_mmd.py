@@ -265,11 +265,11 @@ def test_gradient_memory_is_one_and_a_half_sets():
         x.grad = y.grad = None  # outside the measurement: freeing them would hide a set
         return _peak_rss_extra_mib(lambda: s2r.mmd(x, y, bandwidth=300.0).backward())
 
-    # The best of three calls: the first call of a process also pays one-off allocations (BLAS
-    # buffers, thread arenas) of about 10 MiB, while the regression this guards against (one more
-    # full set of gradients) shows on every call.
+    # The best of three calls: a call can also pay one-off allocations (BLAS buffers, per-thread
+    # malloc arenas) of up to about 10 MiB, seen to vary with the machine's load, while the regression
+    # this guards against (one more full set of gradients, 16 MiB here) shows on every call.
     extra = min(measure() for _ in range(3))
-    assert extra < 1.5 * one_set + 6, f"peak extra RSS {extra:.1f} MiB, gradients {one_set:.0f} MiB"
+    assert extra < 1.5 * one_set + 12, f"peak extra RSS {extra:.1f} MiB, gradients {one_set:.0f} MiB"
 
 
 # ---- errors -----------------------------------------------------------------------------------
