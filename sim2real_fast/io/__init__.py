@@ -16,8 +16,10 @@ from .root import (
     read_maps,
     read_showers,
     read_th2,
+    write_maps_root,
     write_results_root,
     write_showers_root,
+    write_th2,
 )
 
 __all__ = [
@@ -41,7 +43,9 @@ __all__ = [
     "read_th2",
     "write_calochallenge",
     "write_calogan",
+    "write_maps_root",
     "write_npy_maps",
     "write_results_root",
     "write_showers_root",
+    "write_th2",
 ]

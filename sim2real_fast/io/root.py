@@ -41,8 +41,10 @@ __all__ = [
     "read_maps",
     "read_showers",
     "read_th2",
+    "write_maps_root",
     "write_results_root",
     "write_showers_root",
+    "write_th2",
 ]
 
 _TREE_CLASSES = ("TTree", "TNtuple", "TNtupleD", "ROOT::RNTuple")  # uproot reads RNTuples alike
@@ -379,57 +381,81 @@ def read_th2(path: str | os.PathLike, names: str | Sequence[str] | None = None, 
     return Histograms(values, tuple(selected), x_edges, y_edges, file)
 
 
-def read_maps(
-    path: str | os.PathLike,
-    *,
-    tree: str,
-    branch: str,
-    geometry: str | Geometry | None = None,
-    lumi_section_branch: str | None = None,
-) -> OccupancyMaps:
-    """A tree with one map per entry (a fixed-size array branch such as ``float[rows][cols]``, or a TH2-valued
-    branch) -> :class:`OccupancyMaps`, maps (LS, n_cells) float32.
-
-    ``geometry``: None for a one-layer (rows x cols) grid named after the branch (a TH2 gives ny x nx), or
-    a geometry with rows * cols cells. ``lumi_section_branch``: integer lumi-section numbers; entry
-    indices 0..LS-1 otherwise.
-    """
-    file = os.fspath(path)
-    where = f"{file}: tree {tree!r} branch {branch!r}"
-    with _open(file) as handle:
-        ttree = _tree(handle, file, tree)
-        wanted = [branch] + ([lumi_section_branch] if lumi_section_branch else [])
-        _check_branches(ttree, file, tree, wanted)
-        try:
-            raw = ttree[branch].array(library="np")
-            numbers = ttree[lumi_section_branch].array(library="np") if lumi_section_branch else None
-        except Exception as error:
-            raise CorruptFileError(f"{where}: cannot read the data ({type(error).__name__}: {error})") from error
+def _map_branch(ttree, where: str) -> torch.Tensor:
+    """One map per entry of a branch (fixed-size array or TH2) -> (LS, rows, cols) float32."""
+    try:
+        raw = ttree.array(library="np")
+    except Exception as error:
+        raise CorruptFileError(f"{where}: cannot read the data ({type(error).__name__}: {error})") from error
     if raw.dtype == object:
         if not all(hasattr(h, "values") and type(h).__name__.startswith("Model_TH2") for h in raw):
             kinds = {type(h).__name__ for h in raw}
             raise TypeError(f"{where}: expected a fixed-size array or a TH2 per entry, got {sorted(kinds)}")
         if len(raw) == 0:
             raise ValueError(f"{where}: the tree has no entries")
-        values = _stack([f"entry {i}" for i in range(len(raw))], [_th2_values(h, torch.float32) for h in raw], where)[0]
-    elif raw.dtype.kind in "biuf" and raw.ndim >= 2:
-        values = torch.from_numpy(np.ascontiguousarray(_convert.native(raw))).float()
+        return _stack([f"entry {i}" for i in range(len(raw))], [_th2_values(h, torch.float32) for h in raw], where)[0]
+    if raw.dtype.kind in "biuf" and raw.ndim == 3:
+        return torch.from_numpy(np.ascontiguousarray(_convert.native(raw))).float()
+    if raw.dtype.kind in "biuf" and raw.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(_convert.native(raw))).float().unsqueeze(1)
+    raise TypeError(f"{where}: expected a fixed-size array (e.g. float[rows][cols]) or a TH2 per entry, got {raw.dtype} of shape {raw.shape}")
+
+
+def read_maps(
+    path: str | os.PathLike,
+    *,
+    tree: str,
+    branch: str | Sequence[str] | None = None,
+    geometry: str | Geometry | None = None,
+    lumi_section_branch: str | None = None,
+) -> OccupancyMaps:
+    """A tree with one map per entry -> :class:`OccupancyMaps`, maps (LS, n_cells) float32.
+
+    ``branch``: a branch holding one map per entry (a fixed-size array such as ``float[rows][cols]``, or a
+    TH2), or a list of such branches, one per layer, in order; None takes the ``geometry``'s layer names
+    (the layout :func:`write_maps_root` writes). ``geometry``: None for one layer per branch named after it
+    (a TH2 gives ny x nx), or a geometry whose layers have the branches' shapes (a single branch may also
+    hold all the geometry's cells, e.g. (7 * 72, 84) for ``hcal``). ``lumi_section_branch``: integer
+    lumi-section numbers; entry indices 0..LS-1 otherwise.
+    """
+    file = os.fspath(path)
+    if branch is None:
+        if geometry is None:
+            raise ValueError(f"read_maps({file!r}): give branch= (one or a list), or geometry= to read its layer names")
+        branches = [layer.name for layer in _geometry.get(geometry).layers]
     else:
-        raise TypeError(f"{where}: expected a fixed-size array (e.g. float[rows][cols]) or a TH2 per entry, got {raw.dtype} of shape {raw.shape}")
-    shape = tuple(values.shape[1:]) if values.dim() == 3 else (1, values.shape[1])
+        branches = [branch] if isinstance(branch, str) else list(branch)
+    where = f"{file}: tree {tree!r}"
+    with _open(file) as handle:
+        ttree = _tree(handle, file, tree)
+        _check_branches(ttree, file, tree, branches + ([lumi_section_branch] if lumi_section_branch else []))
+        layers = [_map_branch(ttree[name], f"{where} branch {name!r}") for name in branches]
+        try:
+            numbers = ttree[lumi_section_branch].array(library="np") if lumi_section_branch else None
+        except Exception as error:
+            raise CorruptFileError(f"{where}: cannot read {lumi_section_branch!r} ({type(error).__name__}: {error})") from error
+    shapes = [tuple(values.shape[1:]) for values in layers]
+    if len({values.shape[0] for values in layers}) > 1:
+        raise ValueError(f"{where}: branches {branches} have different entry counts")
     if geometry is None:
-        layer = branch.replace("/", "_")
-        geometry = Geometry(f"{tree}/{branch}", (Layer(layer, *shape),), f"{os.path.basename(file)}: tree {tree!r} branch {branch!r}")
+        geometry = Geometry(
+            f"{tree}/{'+'.join(branches)}",
+            tuple(Layer(name.replace("/", "_"), *shape) for name, shape in zip(branches, shapes)),
+            f"{os.path.basename(file)}: tree {tree!r} branches {branches}",
+        )
     geometry = _geometry.get(geometry)
-    if geometry.n_cells != shape[0] * shape[1]:
-        raise ValueError(f"{where}: maps of {shape} = {shape[0] * shape[1]} cells do not fit geometry {geometry.name!r} ({geometry.n_cells} cells)")
+    if len(branches) > 1 and shapes != list(geometry.layer_shapes):
+        raise ValueError(f"{where}: branches {branches} hold maps of {shapes}; geometry {geometry.name!r} has layers {list(geometry.layer_shapes)}")
+    values = torch.cat([v.flatten(1) for v in layers], 1)
+    if values.shape[1] != geometry.n_cells:
+        raise ValueError(f"{where}: maps of {shapes} = {values.shape[1]} cells do not fit geometry {geometry.name!r} ({geometry.n_cells} cells)")
     if numbers is None:
         lumi_sections = torch.arange(values.shape[0])
     elif numbers.dtype.kind not in "iu" or numbers.ndim != 1:
         raise TypeError(f"{file}: tree {tree!r} branch {lumi_section_branch!r}: expected one integer per entry, got {numbers.dtype} {numbers.shape}")
     else:
         lumi_sections = torch.from_numpy(_convert.native(numbers).astype(np.int64))
-    return OccupancyMaps(values.reshape(values.shape[0], -1), lumi_sections, geometry, (branch,), (file,))
+    return OccupancyMaps(values, lumi_sections, geometry, tuple(branches), (file,))
 
 
 # ---- writers -----------------------------------------------------------------------------------
@@ -549,3 +575,84 @@ def write_results_root(path: str | os.PathLike, results: Mapping[str, object], *
         kwargs = {} if compression is None else {"compression": compression}
         with uproot.recreate(tmp, **kwargs) as out:
             _write_tree(out, tree, entries, lambda a, b: {k: np.ascontiguousarray(v[a:b]) for k, v in arrays.items()})
+
+
+def _maps_and_geometry(function: str, maps, geometry, lumi_sections):
+    """(LS, n_cells) maps as NumPy float32, the Geometry, and (LS,) int64 lumi-section numbers."""
+    if isinstance(maps, OccupancyMaps):
+        geometry = maps.geometry if geometry is None else geometry
+        lumi_sections = maps.lumi_sections if lumi_sections is None else lumi_sections
+        maps = maps.maps
+    if geometry is None:
+        raise TypeError(f"{function}: maps given as an array need geometry=")
+    geometry = _geometry.get(geometry)
+    values = _numpy(maps)
+    if values.ndim != 2 or values.shape[1] != geometry.n_cells or values.dtype.kind not in "biuf":
+        raise ValueError(f"{function}: maps must be numbers (LS, {geometry.n_cells}) for geometry {geometry.name!r}, got {values.dtype} {values.shape}")
+    n = values.shape[0]
+    numbers = np.arange(n, dtype=np.int64) if lumi_sections is None else _numpy(lumi_sections).astype(np.int64)
+    if numbers.shape != (n,):
+        raise ValueError(f"{function}: lumi_sections must be ({n},), got {numbers.shape}")
+    return values.astype(np.float32, copy=False), geometry, numbers
+
+
+def write_maps_root(
+    path: str | os.PathLike,
+    maps: OccupancyMaps | torch.Tensor | np.ndarray,
+    *,
+    geometry: str | Geometry | None = None,
+    lumi_sections=None,
+    labels=None,
+    tree: str = "maps",
+    compression=None,
+) -> None:
+    """Occupancy maps as a tree of fixed-size arrays: one entry per lumi-section, one branch per layer.
+
+    ``maps``: :class:`OccupancyMaps`, or (LS, n_cells) with ``geometry``. Branches: ``<layer name>``
+    float32[rows][cols] (``hcal``: ``depth1``..``depth7`` of [72][84]), ``lumi_section`` int64 and, when
+    given, ``label`` (LS,) int64 (e.g. an injected fault's type). Read back with
+    ``read_maps(path, tree=tree, geometry=geometry, lumi_section_branch="lumi_section")``.
+    """
+    uproot = require("uproot")
+    values, geometry, numbers = _maps_and_geometry("write_maps_root", maps, geometry, lumi_sections)
+    n = values.shape[0]
+    columns = {layer.name: part.reshape(n, layer.rows, layer.cols)
+               for layer, part in zip(geometry.layers, np.split(values, np.cumsum([l.n_cells for l in geometry.layers])[:-1], axis=1))}
+    columns["lumi_section"] = numbers
+    if labels is not None:
+        labels = _numpy(labels)
+        if labels.shape != (n,) or labels.dtype.kind not in "iu":
+            raise ValueError(f"write_maps_root: labels must be ({n},) integers, got {labels.dtype} {labels.shape}")
+        columns["label"] = labels.astype(np.int64)
+    with atomic_path(path) as tmp:
+        kwargs = {} if compression is None else {"compression": compression}
+        with uproot.recreate(tmp, **kwargs) as out:
+            _write_tree(out, tree, n, lambda a, b: {k: np.ascontiguousarray(v[a:b]) for k, v in columns.items()})
+
+
+def write_th2(
+    path: str | os.PathLike,
+    maps: OccupancyMaps | torch.Tensor | np.ndarray,
+    *,
+    geometry: str | Geometry | None = None,
+    lumi_sections=None,
+    name: str = "ls{lumi_section}_{layer}",
+    compression=None,
+) -> None:
+    """Occupancy maps as TH2F histograms, one per lumi-section and layer, as DQM files hold them.
+
+    Histogram names come from ``name`` (``{lumi_section}``, ``{layer}``: ``ls12_depth1``); x runs over
+    a layer's columns (ieta for ``hcal``), y over its rows (iphi), unit-width bins from 0. Read back one
+    layer with ``read_th2(path, "ls*_depth1")`` (values (LS, rows, cols)).
+    """
+    uproot = require("uproot")
+    values, geometry, numbers = _maps_and_geometry("write_th2", maps, geometry, lumi_sections)
+    layers = geometry.split_layers(torch.from_numpy(values))
+    with atomic_path(path) as tmp:
+        kwargs = {} if compression is None else {"compression": compression}
+        with uproot.recreate(tmp, **kwargs) as out:
+            for i, ls in enumerate(numbers):
+                for layer, images in zip(geometry.layers, layers):
+                    x_edges = np.arange(layer.cols + 1, dtype=np.float64)
+                    y_edges = np.arange(layer.rows + 1, dtype=np.float64)
+                    out[name.format(lumi_section=int(ls), layer=layer.name)] = (images[i].numpy().T, x_edges, y_edges)
