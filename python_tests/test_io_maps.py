@@ -65,3 +65,17 @@ def test_map_writers_check_their_input(tmp_path):
         io.read_maps(tmp_path / "d.root", tree="maps", branch=["depth1", "depth2"], geometry="calogan")
     with pytest.raises(ValueError, match="give branch="):
         io.read_maps(tmp_path / "d.root", tree="maps")
+
+
+def test_hcal_dqm_hdf5_round_trip(tmp_path):
+    maps, labels = _maps(4, seed=2), torch.tensor([0, 2, 1, 0])
+    io.write_hcal_dqm(tmp_path / "dqm.h5", maps, task="DigiTask", labels=labels)
+    back = io.read_hcal_dqm(tmp_path / "dqm.h5", task="DigiTask")
+    assert torch.equal(back.maps, maps) and back.geometry.name == "hcal"
+    import h5py
+
+    with h5py.File(tmp_path / "dqm.h5") as handle:
+        assert handle["DigiTask_Occupancy_depth_depth3"].shape == (4, 72, 84)
+        assert handle["label"][:].tolist() == [0, 2, 1, 0]
+    with pytest.raises(ValueError, match=r"maps must be numbers \(LS, 42336\)"):
+        io.write_hcal_dqm(tmp_path / "bad.h5", np.zeros((2, 5)))

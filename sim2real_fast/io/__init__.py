@@ -8,7 +8,14 @@ temporary file beside the destination and renames it at the end, so a failed wri
 from ._errors import BadEnergyError, CorruptFileError, MissingKeyError
 from .containers import Histograms, Jagged, OccupancyMaps, Showers
 from .dataset import ShowersDataset, ShowersIterableDataset
-from .hdf5 import read_calochallenge, read_calogan, read_hcal_dqm, write_calochallenge, write_calogan
+from .hdf5 import (
+    read_calochallenge,
+    read_calogan,
+    read_hcal_dqm,
+    write_calochallenge,
+    write_calogan,
+    write_hcal_dqm,
+)
 from .npy import read_npy_maps, write_npy_maps
 from .root import (
     iterate_showers,
@@ -43,6 +50,7 @@ __all__ = [
     "read_th2",
     "write_calochallenge",
     "write_calogan",
+    "write_hcal_dqm",
     "write_maps_root",
     "write_npy_maps",
     "write_results_root",

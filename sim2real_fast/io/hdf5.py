@@ -29,7 +29,7 @@ from ._lazy import require
 from ._paths import check_file
 from .containers import OccupancyMaps, Showers
 
-__all__ = ["read_calochallenge", "read_calogan", "read_hcal_dqm", "write_calochallenge", "write_calogan"]
+__all__ = ["read_calochallenge", "read_calogan", "read_hcal_dqm", "write_calochallenge", "write_calogan", "write_hcal_dqm"]
 
 _CHUNK = 10_000
 _CALOCHALLENGE_BY_VOXELS = {
@@ -262,3 +262,36 @@ def read_hcal_dqm(path: str | os.PathLike, *, task: str = "RecHitTask") -> Occup
         data = [first] + [_dataset(handle, file, name, first.shape, "occupancies (LS, 72 iphi, 84 ieta)") for name in names[1:]]
         maps = np.concatenate([_read(d, 0, d.shape[0], file).reshape(d.shape[0], -1) for d in data], axis=1)
     return OccupancyMaps(torch.from_numpy(maps.astype(np.float32)), torch.arange(maps.shape[0]), geometry, names, (file,))
+
+
+def write_hcal_dqm(
+    path: str | os.PathLike,
+    maps: OccupancyMaps | torch.Tensor | np.ndarray,
+    *,
+    task: str = "RecHitTask",
+    labels=None,
+    compression: str | None = None,
+) -> None:
+    """HCAL occupancy maps (LS, 42336) in the ``hcal`` geometry -> the HCALDQM/ML4DQM HDF5 layout.
+
+    Writes ``{task}_Occupancy_depth_depth{1..7}`` (LS, 72 iphi, 84 ieta) float32, as :func:`read_hcal_dqm`
+    reads them, plus ``label`` (LS,) int64 when given (e.g. an injected fault's type; not in real files).
+    """
+    if task not in HCAL_TASKS:
+        raise ValueError(f"write_hcal_dqm: task must be one of {HCAL_TASKS}, got {task!r}")
+    geometry = _geometry.get("hcal")
+    values = maps.maps if isinstance(maps, OccupancyMaps) else maps
+    values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if values.ndim != 2 or values.shape[1] != geometry.n_cells or values.dtype.kind not in "biuf":
+        raise ValueError(f"write_hcal_dqm: maps must be numbers (LS, {geometry.n_cells}) in the hcal geometry, got {values.dtype} {values.shape}")
+    n = values.shape[0]
+    datasets = {
+        f"{task}_Occupancy_depth_{layer.name}": layer_maps.numpy().astype(np.float32)
+        for layer, layer_maps in zip(geometry.layers, geometry.split_layers(torch.from_numpy(values)))
+    }
+    if labels is not None:
+        labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        if labels.shape != (n,) or labels.dtype.kind not in "iu":
+            raise ValueError(f"write_hcal_dqm: labels must be ({n},) integers, got {labels.dtype} {labels.shape}")
+        datasets["label"] = labels.astype(np.int64)
+    _write(path, datasets, compression)
