@@ -82,6 +82,15 @@ Args check_args(const char* op, const at::Tensor& offsets, const at::Tensor& cel
   return args;
 }
 
+at::Tensor check_grad(const char* op, const at::Tensor& grad, const Args& args) {
+  TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == args.n_events && grad.size(1) == args.n_cells, op,
+                    ": grad must be (N, n_cells) = (", args.n_events, ", ", args.n_cells, "), got ", grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == args.energy.scalar_type() && grad.device() == args.energy.device(), op,
+                   ": grad must be ", args.energy.scalar_type(), " on ", args.energy.device(), ", got ",
+                   grad.scalar_type(), " on ", grad.device());
+  return grad.contiguous();
+}
+
 void throw_bad_event(const char* op, const Args& args, int64_t event) {
   const at::Tensor bounds = args.offsets.narrow(0, event, 2).cpu();
   const int64_t a = bounds.const_data_ptr<int64_t>()[0];

@@ -303,11 +303,7 @@ at::Tensor hits_to_image_backward_cpu(const at::Tensor& grad, const at::Tensor& 
                                       const c10::optional<at::Tensor>& incident_energy) {
   const Args args = check_args(kOp, offsets, cell, energy, n_cells, calibration, dead, threshold,
                                normalize, incident_energy);
-  TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == args.n_events && grad.size(1) == n_cells, kOp,
-                    ": grad must be (N, n_cells) = (", args.n_events, ", ", n_cells, "), got ", grad.sizes());
-  TORCH_CHECK_TYPE(grad.scalar_type() == energy.scalar_type() && grad.device() == energy.device(), kOp,
-                   ": grad must be ", energy.scalar_type(), " on ", energy.device());
-  const at::Tensor g = grad.contiguous();
+  const at::Tensor g = check_grad(kOp, grad, args);
   // Hits outside [offsets[0], offsets[N]) belong to no event: their gradient is 0.
   at::Tensor grad_energy = at::zeros_like(args.energy);
   int64_t first_bad = args.n_events;

@@ -257,12 +257,8 @@ at::Tensor hits_to_image_backward_cuda(const at::Tensor& grad, const at::Tensor&
                                        const c10::optional<at::Tensor>& incident_energy) {
   const Args args = check_args(kOp, offsets, cell, energy, n_cells, calibration, dead, threshold,
                                normalize, incident_energy);
-  TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == args.n_events && grad.size(1) == n_cells, kOp,
-                    ": grad must be (N, n_cells) = (", args.n_events, ", ", n_cells, "), got ", grad.sizes());
-  TORCH_CHECK_TYPE(grad.scalar_type() == energy.scalar_type() && grad.device() == energy.device(), kOp,
-                   ": grad must be ", energy.scalar_type(), " on ", energy.device());
   const c10::cuda::CUDAGuard guard(energy.device());
-  const at::Tensor g = grad.contiguous();
+  const at::Tensor g = check_grad(kOp, grad, args);
   at::Tensor grad_energy = at::zeros_like(args.energy);  // hits outside every event get 0
   if (args.n_events == 0) return grad_energy;
   const bool shared = n_cells * static_cast<int64_t>(energy.element_size()) <= kSharedBytes;

@@ -35,6 +35,9 @@ Args check_args(const char* op, const at::Tensor& offsets, const at::Tensor& cel
                 double threshold, std::string_view normalize,
                 const c10::optional<at::Tensor>& incident_energy);
 
+// Checks the backward's incoming gradient (N, n_cells) against the call; returns it contiguous.
+at::Tensor check_grad(const char* op, const at::Tensor& grad, const Args& args);
+
 // Throws for `event`, the first event a kernel flagged: ValueError for bad offsets, IndexError
 // for an out-of-range cell (the message names the event, the hit and the value). Reads the few
 // entries it needs from the device.
