@@ -24,7 +24,8 @@ read n_events, as in the data). The domains differ as sim and data do:
 
 Faults, one per faulty map (labels: :data:`FAULTS`), as ML4DQM's synthetic ones: a dead readout box
 (RBX: 4 iphi rows x one half of the barrel or endcap, all depths, read 0), a dead region (a rectangle
-of one depth reads 0), hot channels (1-5 active cells read n_events), a noisy region (a rectangle with
+of 3-10 x 3-10 cells of one depth, around a random active cell, reads 0), hot channels (1-5 active
+barrel / endcap cells read n_events), a noisy region (a rectangle with
 p -> p + (1 - p)/2), a degraded gain (an RBX reads with p x 0.5).
 """
 
@@ -102,23 +103,22 @@ def _hit_probability(domain: str) -> torch.Tensor:
     """(7, 72, 84) per-event hit probability of every cell (0 where no cell is)."""
     distance = (torch.arange(N_IETA) - (N_IETA - 1) / 2).abs()  # 0.5 ... 41.5 columns from the centre
     endcap = ((distance - 14.5) / 15).clamp(0, 1) ** 1.5
-    p = _BARREL_P[:, None] + (1 - _BARREL_P[:, None]) * endcap[None, :]
-    p = torch.where(distance >= 29.5, 1.0, p)[:, None, :].expand(N_DEPTHS, N_IPHI, N_IETA)
+    p = (_BARREL_P[:, None] + (1 - _BARREL_P[:, None]) * endcap[None, :])[:, None, :].expand(-1, N_IPHI, -1)
     if domain == "real":
         phi = torch.arange(N_IPHI) * (2 * torch.pi / N_IPHI)
         modulation = 1 + 0.06 * torch.sin(2 * phi)[:, None] + 0.08 * (torch.arange(N_IETA) / (N_IETA - 1) - 0.5)
         p = 1 - (1 - (p * modulation).clamp(0, 1)) ** 1.3
-    return p * active_mask()
+    return torch.where(distance >= 29.5, 1.0, p) * active_mask()  # HF: every event
 
 
-def _rectangle(n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """(depth, row0, col0, height, width) of n random rectangles, 3-10 cells a side."""
-    depth = torch.randint(N_DEPTHS - 3, (n,), generator=g)  # depths 1-4 hold most cells
+def _rectangle(n: int, active: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """(depth, row0, col0, height, width) of n rectangles, 3-10 cells a side, around random active cells."""
+    centre = torch.multinomial(active.flatten().float(), n, replacement=True, generator=g)
+    depth, row, col = centre // (N_IPHI * N_IETA), centre // N_IETA % N_IPHI, centre % N_IETA
     height = torch.randint(3, 11, (n,), generator=g)
     width = torch.randint(3, 11, (n,), generator=g)
-    row0 = torch.randint(N_IPHI, (n,), generator=g)
-    col0 = (torch.rand(n, generator=g) * (N_IETA - width)).long()
-    return depth, row0, col0, height, width
+    col0 = torch.minimum((col - width // 2).clamp_min(0), N_IETA - width)
+    return depth, (row - height // 2) % N_IPHI, col0, height, width
 
 
 def _rectangle_mask(depth, row0, col0, height, width, all_depths: bool = False) -> torch.Tensor:
@@ -188,7 +188,7 @@ def dqm_maps(
         labels = torch.where(faulty, torch.tensor([FAULTS[k] for k in kinds])[pick], 0)
         active = p > 0
         rbx = _rectangle_mask(*_rbx(n, g), all_depths=True) & active
-        region = _rectangle_mask(*_rectangle(n, g)) & active
+        region = _rectangle_mask(*_rectangle(n, active[0], g)) & active
         candidate = active & (p < 0.95)  # HF cells read n_events anyway
         score = torch.rand(n, N_DEPTHS * N_IPHI * N_IETA, generator=g) * candidate.flatten(1)
         n_hot = torch.randint(1, 6, (n,), generator=g)

@@ -96,7 +96,7 @@ def get_effects(effects: None | str | DetectorEffects) -> DetectorEffects:
         return effects
     if isinstance(effects, str) and effects in PRESETS:
         return PRESETS[effects]
-    raise ValueError(f"effects: expected None, a DetectorEffects or one of {sorted(PRESETS)}, got {effects!r}")
+    raise ValueError(f"effects: expected None, a DetectorEffects or a preset ({sorted(PRESETS)}), got {effects!r}")
 
 
 class _Detector:

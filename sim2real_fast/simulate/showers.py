@@ -59,6 +59,8 @@ class ShowerPhysics:
         em_fraction_sigma: event-to-event spread of the pions' EM fraction.
         had_core_lambda, had_tail_lambda: core and tail radii of the non-EM lateral profile (same
             two-component form as EM) in interaction lengths; had_core_probability: the core's share.
+            The pions' EM part has the EM radii (+) the hadronic core radius in quadrature (its pi0
+            sub-showers start spread over the hadronic core).
         photon_conversion_x0: mean photon conversion depth, X0 (9/7, exponential).
         mip_landau_sigma: log-normal spread of a MIP's energy loss per depth slice (a skewed, Landau-like tail).
         longitudinal_fluctuations: correlated ln T / ln alpha fluctuations on (True) or the median profile.
@@ -72,9 +74,9 @@ class ShowerPhysics:
     had_stochastic: Knob = 0.5
     h_over_e: Knob = 0.7
     em_fraction_sigma: Knob = 0.10
-    had_core_lambda: Knob = 0.06
-    had_tail_lambda: Knob = 0.25
-    had_core_probability: Knob = 0.6
+    had_core_lambda: Knob = 0.1
+    had_tail_lambda: Knob = 0.3
+    had_core_probability: Knob = 0.5
     photon_conversion_x0: Knob = em.PHOTON_CONVERSION_X0
     mip_landau_sigma: Knob = 0.2
     longitudinal_fluctuations: bool = True
@@ -211,8 +213,10 @@ def _batch(
     zeros = torch.zeros_like(r_core)
     had_core = (par["had_core_lambda"] * medium.lambda_mm * lateral)[:, None].expand_as(r_core)
     had_tail = (par["had_tail_lambda"] * medium.lambda_mm * lateral)[:, None].expand_as(r_core)
-    radius_core = torch.stack([r_core * scale, had_core, zeros], 1)
-    radius_tail = torch.stack([r_tail * scale, had_tail, zeros], 1)
+    # the pions' pi0 sub-showers start spread over the hadronic core: add its radius in quadrature
+    spread = torch.where(is_pion[:, None], had_core, 0.0)
+    radius_core = torch.stack([torch.hypot(r_core * scale, spread), had_core, zeros], 1)
+    radius_tail = torch.stack([torch.hypot(r_tail * scale, spread), had_tail, zeros], 1)
     probability = torch.stack([p_core, par["had_core_probability"][:, None].expand_as(p_core), zeros + 1], 1)
 
     n_spots = (e_gev / physics.spot_gev).ceil().clamp(1, physics.max_spots)
