@@ -41,7 +41,7 @@ class DetectorEffects:
         crosstalk: fraction of a cell's energy that leaks to each neighbour along the columns
             (eta: the fine 5 mm direction of CaloGAN's strips) in ``crosstalk_layer``; energy is conserved.
         crosstalk_layer: the layer with strip cross-talk (skipped if the geometry has no such layer).
-        pileup_occupancy: probability per cell and event of a pile-up deposit.
+        pileup_occupancy: mean number of pile-up deposits per cell and event (Poisson, uniform cells).
         pileup_mev: mean energy of a pile-up deposit (exponential), MeV.
         detector_seed: seed of the fixed detector maps (calibration, dead and hot cells).
     """
@@ -157,11 +157,14 @@ def apply_cell_effects(
     if detector.crosstalk_layer is not None and (is_randomized(e.crosstalk) or e.crosstalk > 0):
         images = _crosstalk(images, draw(e.crosstalk, n, generator), detector.geometry, detector.crosstalk_layer)
     if is_randomized(e.pileup_occupancy) or e.pileup_occupancy > 0:
-        occupancy = draw(e.pileup_occupancy, n, generator)[:, None]
-        mean = draw(e.pileup_mev, n, generator)[:, None]
-        hit = torch.rand(n, n_cells, generator=generator) < occupancy
-        deposit = torch.empty(n, n_cells).exponential_(1.0, generator=generator) * mean
-        images = images + deposit * hit
+        # Poisson(occupancy x n_cells) deposits per event in uniformly random cells, exponential energies
+        occupancy = draw(e.pileup_occupancy, n, generator)
+        mean = draw(e.pileup_mev, n, generator)
+        count = torch.poisson(occupancy * n_cells, generator=generator).long()
+        event = torch.repeat_interleave(torch.arange(n), count)
+        cell = torch.randint(n_cells, event.shape, generator=generator)
+        energy = torch.empty(event.shape).exponential_(1.0, generator=generator) * mean[event]
+        images = images.flatten().index_add(0, event * n_cells + cell, energy).view(n, n_cells)
     if detector.calibration is None:
         m = draw(e.miscalibration, n, generator)[:, None]
         images = images * (1 + m * torch.randn(n, n_cells, generator=generator))
@@ -174,8 +177,10 @@ def apply_cell_effects(
     if hot is None:
         hot = torch.rand(n, n_cells, generator=generator) < draw(e.hot_fraction, n, generator)[:, None]
     if bool(hot.any()):
-        spread = 1 + 0.1 * torch.randn(n, n_cells, generator=generator)
-        images = images + hot * draw(e.hot_mev, n, generator)[:, None] * spread
+        cells = (hot.any(0) if hot.dim() == 2 else hot).nonzero().flatten()  # the few hot cells only
+        spread = 1 + 0.1 * torch.randn(n, cells.shape[0], generator=generator)
+        extra = hot[..., cells] * draw(e.hot_mev, n, generator)[:, None] * spread
+        images = images.index_add(1, cells, extra)
     dead = detector.dead
     if dead is None:
         dead = torch.rand(n, n_cells, generator=generator) < draw(e.dead_fraction, n, generator)[:, None]
