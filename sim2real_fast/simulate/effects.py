@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .knobs import Knob, Randomized, draw, is_randomized
+from .knobs import Knob, draw, is_randomized
 
 __all__ = ["DetectorEffects", "PRESETS", "apply_cell_effects", "get_effects"]
 
@@ -50,7 +50,7 @@ class DetectorEffects:
     longitudinal_shift_x0: Knob = 0.3
     miscalibration: Knob = 0.01
     noise_mev: Knob | tuple[Knob, ...] = (10.0, 20.0, 10.0)
-    zero_suppression_sigma: Knob = 2.0
+    zero_suppression_sigma: Knob = 3.0
     dead_fraction: Knob = 0.01
     hot_fraction: Knob = 0.004
     hot_mev: Knob = 300.0
@@ -76,14 +76,14 @@ PRESETS = {
     ),
     "mild": DetectorEffects(
         lateral_scale=1.05, longitudinal_shift_x0=0.1, miscalibration=0.005, noise_mev=(5.0, 10.0, 5.0),
-        dead_fraction=0.002, hot_fraction=0.002, hot_mev=150.0, crosstalk=0.01, pileup_occupancy=0.01,
-        pileup_mev=10.0,
+        zero_suppression_sigma=4.0, dead_fraction=0.002, hot_fraction=0.002, hot_mev=150.0, crosstalk=0.01,
+        pileup_occupancy=0.005, pileup_mev=10.0,
     ),
     "default": DetectorEffects(),
     "severe": DetectorEffects(
         lateral_scale=1.3, longitudinal_shift_x0=0.8, miscalibration=0.03, noise_mev=(20.0, 40.0, 20.0),
-        dead_fraction=0.03, hot_fraction=0.01, hot_mev=600.0, crosstalk=0.06, pileup_occupancy=0.05,
-        pileup_mev=40.0,
+        zero_suppression_sigma=2.0, dead_fraction=0.03, hot_fraction=0.01, hot_mev=600.0, crosstalk=0.06,
+        pileup_occupancy=0.05, pileup_mev=40.0,
     ),
 }
 

@@ -27,6 +27,7 @@ __all__ = [
     "median_shower_max",
     "profile_fractions",
     "radial_parameters",
+    "radius_from_uniforms",
     "sample_radius",
 ]
 
@@ -97,9 +98,16 @@ def sample_radius(
 ) -> torch.Tensor:
     """One radius per entry from the two-component profile (inverse CDF of the chosen component)."""
     pick = torch.rand(r_core.shape, generator=generator, dtype=r_core.dtype)
-    u = torch.rand(r_core.shape, generator=generator, dtype=r_core.dtype).clamp_max(1 - 1e-6)
-    radius = torch.where(pick < p_core, r_core, r_tail)
-    return radius * torch.sqrt(u / (1 - u))
+    u = torch.rand(r_core.shape, generator=generator, dtype=r_core.dtype)
+    return radius_from_uniforms(r_core, r_tail, p_core, pick, u)
+
+
+def radius_from_uniforms(
+    r_core: torch.Tensor, r_tail: torch.Tensor, p_core: torch.Tensor, pick: torch.Tensor, u: torch.Tensor
+) -> torch.Tensor:
+    """The radii for uniforms ``pick`` (core if pick < p_core, else tail) and ``u`` (r = R sqrt(u/(1-u)))."""
+    u = u.clamp_max(1 - 1e-6)
+    return torch.where(pick < p_core, r_core, r_tail) * torch.sqrt(u / (1 - u))
 
 
 def median_shower_max(energy_gev: float, critical_mev: float) -> float:

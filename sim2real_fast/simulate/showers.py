@@ -250,9 +250,7 @@ def _deposit(
     index = torch.repeat_interleave(torch.arange(spots.numel()), spots.flatten())
     spot = table.reshape(-1, 4).index_select(0, index)  # (H, 4)
     u = torch.rand(index.shape[0], 3, generator=g)
-    radius = torch.where(u[:, 0] < spot[:, 3], spot[:, 1], spot[:, 2])
-    v = u[:, 1].clamp_max(1 - 1e-6)
-    radius = radius * torch.sqrt(v / (1 - v))  # inverse CDF of 2 r R^2 / (r^2 + R^2)^2
+    radius = em.radius_from_uniforms(spot[:, 1], spot[:, 2], spot[:, 3], u[:, 0], u[:, 1])
     phi = u[:, 2] * (2 * math.pi)
     cell, inside = layout.locate(layer, radius * torch.cos(phi), radius * torch.sin(phi))
     offsets = torch.zeros(n + 1, dtype=torch.long)
