@@ -134,6 +134,14 @@ def test_pion_response_in_a_deep_calorimeter_is_e_over_h():
     assert (out["e+"].mean() / out["pi+"].mean()).item() == pytest.approx(expected, rel=0.05)
     pi_resolution = (out["pi+"].std() / out["pi+"].mean()).item()
     assert 0.04 < pi_resolution < 0.5 / math.sqrt(energy) + 0.05
+    # longer: in layers of one lambda_I, electrons stop in the first, pions reach deeper
+    depth = {}
+    for particle in ("e+", "pi+"):
+        images = simulate.showers(500, geometry=deep, particles=particle, energy_range=(energy, energy), seed=6,
+                                  threshold_mev=0.0).images
+        layers = s2r.shower_features(images, deep).layer_energy.double()
+        depth[particle] = ((layers * torch.arange(12)).sum(1) / layers.sum(1)).mean().item()
+    assert depth["e+"] < 0.05 and depth["pi+"] > 0.7
 
 
 def test_non_interacting_pions_leave_a_mip_track():

@@ -22,6 +22,9 @@ def test_output_types_shapes_and_units():
     electrons = out.labels == 0
     ratio = out.images[electrons].sum(1) / (1000 * out.energy[electrons])
     assert ratio.mean().item() == pytest.approx(0.99, abs=0.02)
+    # overflow: the energy behind the 31 X0 / 1.3 lambda_I: tiny for electrons, large for pions
+    leak = out.overflow / (1000 * out.energy)
+    assert leak[electrons].mean() < 0.005 and leak[out.labels == 2].mean() > 0.15
 
 
 def test_same_seed_same_output_other_seed_other_output():
