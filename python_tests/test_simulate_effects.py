@@ -161,3 +161,7 @@ def test_bad_effects_are_refused():
         run("nonsense")
     with pytest.raises(ValueError, match="noise_mev"):
         run(NONE.replace(noise_mev=(1.0, 2.0)))
+    with pytest.raises(ValueError, match="dead_fraction"):
+        DetectorEffects(dead_fraction=1.5)
+    with pytest.raises(ValueError, match="lateral_scale"):
+        DetectorEffects(lateral_scale=Randomized(-1.0, 1.0))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .knobs import Knob, draw, is_randomized
+from .knobs import Knob, Randomized, draw, is_randomized
 
 __all__ = ["DetectorEffects", "PRESETS", "apply_cell_effects", "get_effects"]
 
@@ -59,6 +59,18 @@ class DetectorEffects:
     pileup_occupancy: Knob = 0.02
     pileup_mev: Knob = 20.0
     detector_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("crosstalk_layer", "detector_seed"):
+                continue
+            for knob in value if isinstance(value, tuple) else (value,):
+                low, high = (knob.low, knob.high) if isinstance(knob, Randomized) else (knob, knob)
+                bound = 0.5 if f.name == "crosstalk" else 1.0 if f.name.endswith(("_fraction", "_occupancy")) else None
+                if not isinstance(low, (int, float)) or low < 0 or (bound is not None and high > bound):
+                    limit = f"in [0, {bound}]" if bound is not None else ">= 0"
+                    raise ValueError(f"DetectorEffects.{f.name}: expected numbers {limit} (or Randomized), got {value!r}")
 
     def replace(self, **changes) -> DetectorEffects:
         return dataclasses.replace(self, **changes)
