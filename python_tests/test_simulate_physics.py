@@ -1,0 +1,161 @@
+"""Physics validation of the shower simulator: profiles, containment, resolution, pions vs electrons."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import sim2real_fast as s2r
+from sim2real_fast import simulate
+from sim2real_fast.geometry import Geometry, Layer
+from sim2real_fast.simulate import PB_LAR, em
+
+X0 = PB_LAR.x0_mm
+
+
+def thin_layers(n_layers: int, depth_x0: float, cell_mm: float = 40.0, cells: int = 15) -> Geometry:
+    """n_layers Cartesian layers of depth_x0 each, cells x cells of cell_mm: a fine longitudinal probe."""
+    layer = dict(rows=cells, cols=cells, cell_size=(cell_mm, cell_mm), depth_mm=depth_x0 * X0)
+    return Geometry("probe", tuple(Layer(f"l{i}", **layer) for i in range(n_layers)))
+
+
+@pytest.mark.parametrize("energy", [10.0, 100.0])
+def test_longitudinal_sampler_peaks_at_the_parametrised_maximum(energy):
+    """Grindhammer-Peters: the mean profile in 0.25 X0 bins peaks at T = ln y - 0.812 (medians: exactly)."""
+    edges = torch.arange(0, 40.01, 0.25)
+    centres = (edges[:-1] + edges[1:]) / 2
+    t_max = em.median_shower_max(energy, PB_LAR.critical_mev)
+    e = torch.full((20000,), energy)
+    alpha, beta = em.longitudinal_parameters(e[:1], PB_LAR.z_eff, PB_LAR.critical_mev, generator=None)
+    fraction, _ = em.profile_fractions(alpha, beta, torch.zeros(1), edges)
+    assert abs(centres[fraction[0].argmax()] - t_max) <= 0.125 + 1e-6
+    g = torch.Generator().manual_seed(1)
+    alpha, beta = em.longitudinal_parameters(e, PB_LAR.z_eff, PB_LAR.critical_mev, generator=g)
+    fraction, mean_depth = em.profile_fractions(alpha, beta, torch.zeros_like(e), edges)
+    assert abs(centres[fraction.mean(0).argmax()] - t_max) <= 0.5
+    # the fluctuations are there: the per-shower maxima spread by about sigma(ln T) T
+    per_shower_t = (alpha - 1) / beta
+    sigma_ln_t = 1 / (-1.4 + 1.26 * math.log(energy * 1000 / PB_LAR.critical_mev))
+    assert torch.log(per_shower_t).std().item() == pytest.approx(sigma_ln_t, rel=0.1)
+    # the Gamma CDF fractions and first moments are consistent with the closed forms
+    assert fraction.sum(1).mean().item() == pytest.approx(1.0, abs=2e-3)
+    mean = (fraction * mean_depth).sum(1) / fraction.sum(1)
+    contained = fraction.sum(1) > 0.999
+    assert contained.float().mean() > 0.9
+    assert torch.allclose(mean[contained], (alpha / beta)[contained], rtol=5e-3)
+
+
+def test_showers_in_fine_layers_peak_where_the_parametrisation_says_photons_later():
+    """Through the whole simulator: 40 layers of 1 X0; e+ peak at T, photons ~9/7 X0 deeper on average."""
+    energy = 50.0
+    geometry = thin_layers(40, 1.0)
+    depth = torch.arange(40) + 0.5
+    profiles, mean_depth = {}, {}
+    for particle in ("e+", "gamma"):
+        out = simulate.showers(4000, geometry=geometry, particles=particle, energy_range=(energy, energy),
+                               seed=3, threshold_mev=0.0)
+        layers = s2r.shower_features(out.images, geometry).layer_energy.double()
+        profiles[particle] = layers.mean(0)
+        mean_depth[particle] = ((layers * depth).sum(1) / layers.sum(1)).mean().item()
+    t_max = em.median_shower_max(energy, PB_LAR.critical_mev)
+    assert abs(depth[profiles["e+"].argmax()].item() - t_max) <= 1.0
+    assert depth[profiles["gamma"].argmax()] >= depth[profiles["e+"].argmax()]
+    assert mean_depth["gamma"] - mean_depth["e+"] == pytest.approx(9 / 7, abs=0.25)
+
+
+def test_ninety_percent_of_em_energy_within_one_moliere_radius():
+    """The radial sampler (GFlash two-component profile), energy-weighted over the shower depth."""
+    g = torch.Generator().manual_seed(2)
+    n = 4000
+    energy = torch.full((n,), 50.0)
+    alpha, beta = em.longitudinal_parameters(energy, PB_LAR.z_eff, PB_LAR.critical_mev, generator=g)
+    edges = torch.arange(0, 30.01, 1.0)
+    fraction, mean_depth = em.profile_fractions(alpha, beta, torch.zeros(n), edges)
+    tau = mean_depth * (beta / (alpha - 1))[:, None]
+    r_core, r_tail, p = em.radial_parameters(energy[:, None], tau, PB_LAR.z_eff)
+    # draw 50 radii per (shower, depth bin), weight them by the bin's energy
+    radius = em.sample_radius(*(t[..., None].expand(-1, -1, 50) for t in (r_core, r_tail, p)), generator=g)
+    weight = fraction[..., None].expand_as(radius)
+    within = (weight * (radius < 1)).sum() / weight.sum()
+    assert within.item() == pytest.approx(0.90, abs=0.03)
+    within_2 = (weight * (radius < 2)).sum() / weight.sum()
+    assert within_2.item() > 0.94
+    # the sampler follows each component's CDF r^2 / (r^2 + R^2)
+    one = torch.ones(200000)
+    r = em.sample_radius(one * 0.2, one * 0.2, one, generator=g)
+    assert (r < 0.2).float().mean().item() == pytest.approx(0.5, abs=0.005)
+
+
+def test_em_resolution_scales_as_one_over_sqrt_e():
+    """sigma/E = a/sqrt(E) (+) b fitted at six energies gives the configured a (10%) and b (0.5%)."""
+    energies = np.array([2.0, 5.0, 10.0, 20.0, 50.0, 100.0])
+    resolution = []
+    for energy in energies:
+        out = simulate.showers(2000, particles="e+", energy_range=(energy, energy), seed=4, threshold_mev=0.0)
+        total = out.images.double().sum(1)
+        resolution.append((total.std() / total.mean()).item())
+    design = np.stack([1 / energies, np.ones_like(energies)], 1)
+    (a2, b2), *_ = np.linalg.lstsq(design, np.array(resolution) ** 2, rcond=None)
+    assert math.sqrt(a2) == pytest.approx(0.10, abs=0.012)
+    assert math.sqrt(max(b2, 0)) < 0.012
+    # doubling the configured stochastic term doubles the fitted one
+    physics = simulate.ShowerPhysics(em_stochastic=0.2)
+    out = simulate.showers(2000, particles="e+", energy_range=(10, 10), seed=4, threshold_mev=0.0, physics=physics)
+    total = out.images.double().sum(1)
+    assert (total.std() / total.mean()).item() == pytest.approx(math.hypot(0.2 / math.sqrt(10), 0.005), rel=0.1)
+
+
+def test_pions_are_wider_fluctuate_more_and_read_lower():
+    """CaloGAN at 50 GeV: pion showers are wider and fluctuate more than electron showers."""
+    results = {}
+    for particle in ("e+", "pi+"):
+        out = simulate.showers(3000, particles=particle, energy_range=(50, 50), seed=5)
+        features = s2r.shower_features(out.images, out.geometry)
+        showering = features.layer_energy[:, 1] > 2000  # pions that interacted in front of / in layer_1
+        results[particle] = (features, showering)
+    e_features, _ = results["e+"]
+    pi_features, showering = results["pi+"]
+    assert pi_features.width_x[showering, 1].mean() > 1.5 * e_features.width_x[:, 1].mean()
+    e_resolution = e_features.total.std() / e_features.total.mean()
+    pi_resolution = pi_features.total.std() / pi_features.total.mean()
+    assert pi_resolution > 3 * e_resolution
+    assert pi_features.total.mean() < 0.8 * e_features.total.mean()
+
+
+def test_pion_response_in_a_deep_calorimeter_is_e_over_h():
+    """Contained showers (10 lambda_I deep): e/pi = 1 / (f_em + (1 - f_em) h/e) and ~50%/sqrt(E) (+) 3%."""
+    deep = thin_layers(12, PB_LAR.lambda_mm / X0, cell_mm=100.0, cells=21)
+    energy = 50.0
+    out = {p: simulate.showers(2000, geometry=deep, particles=p, energy_range=(energy, energy), seed=6,
+                               threshold_mev=0.0).images.double().sum(1) for p in ("e+", "pi+")}
+    f_em = 1 - energy**-0.18
+    expected = 1 / (f_em + (1 - f_em) * 0.7)
+    assert (out["e+"].mean() / out["pi+"].mean()).item() == pytest.approx(expected, rel=0.05)
+    pi_resolution = (out["pi+"].std() / out["pi+"].mean()).item()
+    assert 0.04 < pi_resolution < 0.5 / math.sqrt(energy) + 0.05
+    # longer: in layers of one lambda_I, electrons stop in the first, pions reach deeper
+    depth = {}
+    for particle in ("e+", "pi+"):
+        images = simulate.showers(500, geometry=deep, particles=particle, energy_range=(energy, energy), seed=6,
+                                  threshold_mev=0.0).images
+        layers = s2r.shower_features(images, deep).layer_energy.double()
+        depth[particle] = ((layers * torch.arange(12)).sum(1) / layers.sum(1)).mean().item()
+    assert depth["e+"] < 0.05 and depth["pi+"] > 0.7
+
+
+def test_non_interacting_pions_leave_a_mip_track():
+    """A pion that punches through deposits ~0.56 MeV/mm along its path, in the central cells only."""
+    geometry = s2r.geometry.get("calogan")
+    physics = simulate.ShowerPhysics(medium=PB_LAR)
+    out = simulate.showers(4000, particles="pi+", energy_range=(20, 20), seed=7, physics=physics)
+    total = out.images.sum(1)
+    mip = 480.0 * PB_LAR.mip_mev_per_mm
+    track_only = (out.images > 0).sum(1) <= geometry.n_layers
+    assert track_only.float().mean().item() == pytest.approx(math.exp(-480.0 / PB_LAR.lambda_mm), abs=0.03)
+    # the track enters at (0, 0): layer_0 row 1 col 48, layer_1 row 6 col 6, layer_2 row 6 col 3
+    centre = geometry.position_to_cell(torch.tensor([0, 1, 2]), torch.tensor([1, 6, 6]), torch.tensor([48, 6, 3]))
+    outside = torch.ones(geometry.n_cells, dtype=torch.bool)
+    outside[centre] = False
+    assert (out.images[track_only][:, outside] == 0).all()
+    assert total[track_only].median().item() == pytest.approx(mip, rel=0.1)

@@ -1,0 +1,201 @@
+"""The "real" domain: what real calorimeters show that the plain simulation does not.
+
+Each effect is one knob of :class:`DetectorEffects`; a knob is a number, or :class:`Randomized`
+(low, high) to draw it per event (domain randomisation). Shower-level knobs (``lateral_scale``,
+``longitudinal_shift_x0``) act on the shower model; the rest act on the cells, in this order:
+cross-talk, pile-up, miscalibration, noise, hot cells, dead cells, zero suppression.
+Facts behind the defaults (ATLAS LAr; see ANCHORS.md): simulated EM showers are narrower than data
+(shower-shape "fudge factors"), cell-to-cell miscalibration 0.5-1%, electronic noise tens of MeV per
+cell, strip cross-talk a few %, dead channels ~0.02% (more here, for a visible gap), pile-up deposits.
+
+The fixed detector (miscalibration map, dead and hot cells) comes from ``detector_seed``, so every
+sample of the same :class:`DetectorEffects` sees the same detector. A :class:`Randomized` value of
+``miscalibration``, ``dead_fraction`` or ``hot_fraction`` instead draws a fresh map for every event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from .knobs import Knob, Randomized, draw, is_randomized
+
+__all__ = ["DetectorEffects", "PRESETS", "apply_cell_effects", "get_effects"]
+
+
+@dataclass(frozen=True)
+class DetectorEffects:
+    """Differences between the real detector and the plain simulation (defaults: preset ``default``).
+
+    Attributes:
+        lateral_scale: every shower radius times this (1 = as simulated).
+        longitudinal_shift_x0: every shower starts this much deeper, in X0.
+        miscalibration: relative rms of the per-cell calibration factors 1 + m z, z ~ N(0, 1).
+        noise_mev: Gaussian electronic noise per cell and event, MeV: one value, or one per layer.
+        zero_suppression_sigma: a cell reads 0 below max(readout threshold, this x its noise).
+        dead_fraction: fraction of cells that read 0.
+        hot_fraction: fraction of cells that add ``hot_mev`` (times 1 + 10% Gaussian) every event.
+        hot_mev: the hot cells' extra energy, MeV.
+        crosstalk: fraction of a cell's energy that leaks to each neighbour along the columns
+            (eta: the fine 5 mm direction of CaloGAN's strips) in ``crosstalk_layer``; energy is conserved.
+        crosstalk_layer: the layer with strip cross-talk (skipped if the geometry has no such layer).
+        pileup_occupancy: mean number of pile-up deposits per cell and event (Poisson, uniform cells).
+        pileup_mev: mean energy of a pile-up deposit (exponential), MeV.
+        detector_seed: seed of the fixed detector maps (calibration, dead and hot cells).
+    """
+
+    lateral_scale: Knob = 1.15
+    longitudinal_shift_x0: Knob = 0.3
+    miscalibration: Knob = 0.01
+    noise_mev: Knob | tuple[Knob, ...] = (10.0, 20.0, 10.0)
+    zero_suppression_sigma: Knob = 3.0
+    dead_fraction: Knob = 0.01
+    hot_fraction: Knob = 0.004
+    hot_mev: Knob = 300.0
+    crosstalk: Knob = 0.03
+    crosstalk_layer: str = "layer_0"
+    pileup_occupancy: Knob = 0.02
+    pileup_mev: Knob = 20.0
+    detector_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("crosstalk_layer", "detector_seed"):
+                continue
+            for knob in value if isinstance(value, tuple) else (value,):
+                low, high = (knob.low, knob.high) if isinstance(knob, Randomized) else (knob, knob)
+                bound = 0.5 if f.name == "crosstalk" else 1.0 if f.name.endswith(("_fraction", "_occupancy")) else None
+                if not isinstance(low, (int, float)) or low < 0 or (bound is not None and high > bound):
+                    limit = f"in [0, {bound}]" if bound is not None else ">= 0"
+                    raise ValueError(f"DetectorEffects.{f.name}: expected numbers {limit} (or Randomized), got {value!r}")
+
+    def replace(self, **changes) -> DetectorEffects:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def randomized(self) -> bool:
+        return any(is_randomized(getattr(self, f.name)) for f in dataclasses.fields(self))
+
+
+#: ``none`` is the plain simulation; the others grow the gap.
+PRESETS = {
+    "none": DetectorEffects(
+        lateral_scale=1.0, longitudinal_shift_x0=0.0, miscalibration=0.0, noise_mev=0.0,
+        zero_suppression_sigma=0.0, dead_fraction=0.0, hot_fraction=0.0, crosstalk=0.0, pileup_occupancy=0.0,
+    ),
+    "mild": DetectorEffects(
+        lateral_scale=1.05, longitudinal_shift_x0=0.1, miscalibration=0.005, noise_mev=(5.0, 10.0, 5.0),
+        zero_suppression_sigma=4.0, dead_fraction=0.002, hot_fraction=0.002, hot_mev=150.0, crosstalk=0.01,
+        pileup_occupancy=0.005, pileup_mev=10.0,
+    ),
+    "default": DetectorEffects(),
+    "severe": DetectorEffects(
+        lateral_scale=1.3, longitudinal_shift_x0=0.8, miscalibration=0.03, noise_mev=(20.0, 40.0, 20.0),
+        zero_suppression_sigma=2.0, dead_fraction=0.03, hot_fraction=0.01, hot_mev=600.0, crosstalk=0.06,
+        pileup_occupancy=0.05, pileup_mev=40.0,
+    ),
+}
+
+
+def get_effects(effects: None | str | DetectorEffects) -> DetectorEffects:
+    """None -> ``none``; a preset name; or the DetectorEffects itself."""
+    if effects is None:
+        return PRESETS["none"]
+    if isinstance(effects, DetectorEffects):
+        return effects
+    if isinstance(effects, str) and effects in PRESETS:
+        return PRESETS[effects]
+    raise ValueError(f"effects: expected None, a DetectorEffects or a preset ({sorted(PRESETS)}), got {effects!r}")
+
+
+class _Detector:
+    """The fixed maps and per-layer values of one DetectorEffects on one geometry."""
+
+    def __init__(self, effects: DetectorEffects, geometry) -> None:
+        self.effects, self.geometry = effects, geometry
+        n_cells, n_layers = geometry.n_cells, geometry.n_layers
+        noise = effects.noise_mev if isinstance(effects.noise_mev, tuple) else (effects.noise_mev,) * n_layers
+        if len(noise) != n_layers:
+            raise ValueError(
+                f"noise_mev: expected one value or {n_layers} (one per layer of {geometry.name!r}), got {noise}"
+            )
+        self.noise = noise
+        self.layer_of_cell = torch.repeat_interleave(
+            torch.arange(n_layers), torch.tensor([layer.n_cells for layer in geometry.layers])
+        )
+        g = torch.Generator().manual_seed(effects.detector_seed)
+        z = torch.randn(n_cells, generator=g)
+        order = torch.randperm(n_cells, generator=g)
+        self.calibration = None if is_randomized(effects.miscalibration) else 1 + effects.miscalibration * z
+        self.dead = self.hot = None
+        if not is_randomized(effects.dead_fraction):
+            n_dead = round(effects.dead_fraction * n_cells)
+            self.dead = torch.zeros(n_cells, dtype=torch.bool)
+            self.dead[order[:n_dead]] = True
+        if not is_randomized(effects.hot_fraction):
+            n_dead = int(self.dead.sum()) if self.dead is not None else 0
+            self.hot = torch.zeros(n_cells, dtype=torch.bool)
+            self.hot[order[n_dead : n_dead + round(effects.hot_fraction * n_cells)]] = True
+        names = [layer.name for layer in geometry.layers]
+        self.crosstalk_layer = names.index(effects.crosstalk_layer) if effects.crosstalk_layer in names else None
+
+
+def _crosstalk(images: torch.Tensor, c: torch.Tensor, geometry, layer: int) -> torch.Tensor:
+    """Each cell of ``layer`` passes a fraction c (N,) of its energy to each column neighbour."""
+    start, stop = geometry.layer_offsets[layer], geometry.layer_offsets[layer + 1]
+    rows, cols = geometry.layer_shapes[layer]
+    x = images[:, start:stop].view(-1, rows, cols)
+    c = c.view(-1, 1, 1)
+    left, right = torch.zeros_like(x), torch.zeros_like(x)
+    left[..., 1:] = x[..., :-1]  # energy arriving from the left neighbour
+    right[..., :-1] = x[..., 1:]
+    neighbours = torch.full((cols,), 2.0, dtype=x.dtype)
+    neighbours[[0, -1]] = 1.0
+    out = images.clone()
+    out[:, start:stop] = (x - c * neighbours * x + c * (left + right)).flatten(1)
+    return out
+
+
+def apply_cell_effects(
+    images: torch.Tensor, detector: _Detector, threshold: float, generator: torch.Generator
+) -> torch.Tensor:
+    """(N, n_cells) true cell energies in MeV -> what the real readout gives, zero-suppressed."""
+    e, n = detector.effects, images.shape[0]
+    n_cells = images.shape[1]
+    layer_of_cell = detector.layer_of_cell
+    if detector.crosstalk_layer is not None and (is_randomized(e.crosstalk) or e.crosstalk > 0):
+        images = _crosstalk(images, draw(e.crosstalk, n, generator), detector.geometry, detector.crosstalk_layer)
+    if is_randomized(e.pileup_occupancy) or e.pileup_occupancy > 0:
+        # Poisson(occupancy x n_cells) deposits per event in uniformly random cells, exponential energies
+        occupancy = draw(e.pileup_occupancy, n, generator)
+        mean = draw(e.pileup_mev, n, generator)
+        count = torch.poisson(occupancy * n_cells, generator=generator).long()
+        event = torch.repeat_interleave(torch.arange(n), count)
+        cell = torch.randint(n_cells, event.shape, generator=generator)
+        energy = torch.empty(event.shape).exponential_(1.0, generator=generator) * mean[event]
+        images = images.flatten().index_add(0, event * n_cells + cell, energy).view(n, n_cells)
+    if detector.calibration is None:
+        m = draw(e.miscalibration, n, generator)[:, None]
+        images = images * (1 + m * torch.randn(n, n_cells, generator=generator))
+    elif e.miscalibration != 0:
+        images = images * detector.calibration
+    sigma = torch.stack([draw(s, n, generator) for s in detector.noise], 1)[:, layer_of_cell]  # (N, n_cells)
+    if bool((sigma > 0).any()):
+        images = images + sigma * torch.randn(n, n_cells, generator=generator)
+    hot = detector.hot
+    if hot is None:
+        hot = torch.rand(n, n_cells, generator=generator) < draw(e.hot_fraction, n, generator)[:, None]
+    if bool(hot.any()):
+        cells = (hot.any(0) if hot.dim() == 2 else hot).nonzero().flatten()  # the few hot cells only
+        spread = 1 + 0.1 * torch.randn(n, cells.shape[0], generator=generator)
+        extra = hot[..., cells] * draw(e.hot_mev, n, generator)[:, None] * spread
+        images = images.index_add(1, cells, extra)
+    dead = detector.dead
+    if dead is None:
+        dead = torch.rand(n, n_cells, generator=generator) < draw(e.dead_fraction, n, generator)[:, None]
+    cut = torch.clamp(draw(e.zero_suppression_sigma, n, generator)[:, None] * sigma, min=threshold)
+    keep = (images >= cut) & (images > 0) & ~dead
+    return images * keep

@@ -1,0 +1,328 @@
+"""Fast, vectorised calorimeter showers (e+, gamma, pi+) in a layered geometry, sim or "real".
+
+Per event: a longitudinal profile per shower component (EM: Grindhammer-Peters, hep-ex/0001020;
+pions: :mod:`.hadronic`) gives the energy in depth slices of about ``slice_x0`` X0 inside each
+layer (torch.special.gammainc; what lies behind the last layer is lost and recorded as ``overflow``).
+Sampling fluctuations: the visible energy of a slice is Gamma distributed with mean E and variance
+q E (q = stochastic^2 in GeV, so sigma/E = stochastic/sqrt(E) for the sum), times a per-event
+constant-term factor 1 + constant z. The visible energy is then spread laterally by energy spots
+(GFlash, Grindhammer et al., Proc. CHEP 1989): radii from the two-component radial profile at the
+slice's mean depth tau = t/T (inverse CDF), uniform azimuth; each spot lands in the cell under it
+(spots outside the layer are lost) and cells are summed by :func:`sim2real_fast.hits_to_image`.
+Spots carry equal shares of their slice's visible energy, about E / ``spot_gev`` of them per
+shower but at most ``max_spots`` (+ one per slice): energy fluctuations come from the Gamma
+draws, not from the spot count, so the spot count only sets the granularity of the lateral sampling.
+Everything is a tensor operation over a batch of events (no Python loop per event or per spot).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import torch
+
+from .. import geometry as _geometry
+from ..ops.hits_to_image import hits_to_image
+from . import em, hadronic
+from .effects import PRESETS, DetectorEffects, _Detector, apply_cell_effects, get_effects
+from .knobs import Knob, draw
+from .medium import PB_LAR, Medium
+
+__all__ = ["PARTICLES", "ShowerPhysics", "SimulatedShowers", "showers"]
+
+#: Particle name -> label.
+PARTICLES = {"e+": 0, "gamma": 1, "pi+": 2}
+
+
+class SimulatedShowers(NamedTuple):
+    """The output of :func:`showers`."""
+
+    images: torch.Tensor  # (N, n_cells) float32, cell energies in MeV (geometry's flat order)
+    labels: torch.Tensor  # (N,) int64: 0 e+, 1 gamma, 2 pi+ (PARTICLES)
+    energy: torch.Tensor  # (N,) float64 incident energy in GeV
+    geometry: _geometry.Geometry
+    overflow: torch.Tensor  # (N,) float32 MeV deposited behind the last layer (lost), before sampling
+
+
+@dataclass(frozen=True)
+class ShowerPhysics:
+    """The shower model's parameters; every :data:`Knob` may be :class:`Randomized` per event.
+
+    Attributes:
+        em_stochastic: EM sampling term a in sigma/E = a/sqrt(E) (sqrt(GeV)); ATLAS LAr ~10%.
+        em_constant: EM constant term b (per-event factor 1 + b z).
+        had_stochastic: sampling term of the non-EM part of pion showers (sqrt(GeV)).
+        h_over_e: response to the non-EM part relative to EM (e/h = 1/h_over_e ~ 1.4).
+        em_fraction_sigma: event-to-event spread of the pions' EM fraction.
+        had_core_lambda, had_tail_lambda: core and tail radii of the non-EM lateral profile (same
+            two-component form as EM) in interaction lengths; had_core_probability: the core's share.
+            The pions' EM part has the EM radii (+) the hadronic core radius in quadrature (its pi0
+            sub-showers start spread over the hadronic core).
+        photon_conversion_x0: mean photon conversion depth, X0 (9/7, exponential).
+        mip_landau_sigma: log-normal spread of a MIP's energy loss per depth slice (a skewed, Landau-like tail).
+        longitudinal_fluctuations: correlated ln T / ln alpha fluctuations on (True) or the median profile.
+        slice_x0: depth slices' target thickness in X0 (radial profile and spots evaluated per slice).
+        spot_gev: energy per lateral spot (before the cap); max_spots: cap on spots per shower.
+        medium: the calorimeter's effective material.
+    """
+
+    em_stochastic: Knob = 0.10
+    em_constant: Knob = 0.005
+    had_stochastic: Knob = 0.5
+    h_over_e: Knob = 0.7
+    em_fraction_sigma: Knob = 0.10
+    had_core_lambda: Knob = 0.1
+    had_tail_lambda: Knob = 0.3
+    had_core_probability: Knob = 0.5
+    photon_conversion_x0: Knob = em.PHOTON_CONVERSION_X0
+    mip_landau_sigma: Knob = 0.2
+    longitudinal_fluctuations: bool = True
+    slice_x0: float = 2.0
+    spot_gev: float = 0.01
+    max_spots: int = 256
+    medium: Medium = PB_LAR
+
+    def replace(self, **changes) -> ShowerPhysics:
+        return dataclasses.replace(self, **changes)
+
+
+class _Layout:
+    """Depth slices (X0) of a geometry's layers and the per-layer lookup (x, y in mm) -> cell in the layer."""
+
+    def __init__(self, geometry: _geometry.Geometry, medium: Medium, slice_x0: float) -> None:
+        edges, self.layer_slices = [0.0], []
+        for layer in geometry.layers:
+            if layer.depth_mm is None or (layer.kind == "cartesian" and layer.cell_size is None):
+                raise ValueError(
+                    f"simulate: geometry {geometry.name!r} layer {layer.name!r} needs depth_mm"
+                    + (" and cell_size (mm)" if layer.kind == "cartesian" else "")
+                    + " to place showers; give them in the geometry description"
+                )
+            depth = layer.depth_mm / medium.x0_mm
+            n_sub = max(1, math.ceil(depth / slice_x0 - 1e-9))
+            self.layer_slices.append((len(edges) - 1, len(edges) - 1 + n_sub))
+            edges += [edges[-1] + depth * (j + 1) / n_sub for j in range(n_sub)]
+        self.edges = torch.tensor(edges)
+        self.n_slices = len(edges) - 1
+        self.layers = geometry.layers
+        self.n_cells = [layer.n_cells for layer in geometry.layers]
+        self.r_edges = [
+            torch.tensor(layer.r_edges) if layer.kind == "cylindrical" else None for layer in geometry.layers
+        ]
+
+    def locate(self, layer: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell index within ``layer`` (row-major) and an inside-the-layer mask for points (x, y) in mm.
+
+        Cartesian: x runs along the columns, y along the rows, (0, 0) at the layer's centre (as
+        :meth:`~sim2real_fast.geometry.Geometry.feature_coordinates`). Cylindrical: r = |(x, y)| binned
+        by ``r_edges``, alpha = atan2(y, x) in [-pi, pi) by ``rows`` equal bins.
+        """
+        spec = self.layers[layer]
+        rows, cols = spec.rows, spec.cols
+        if spec.kind == "cylindrical":
+            edges = self.r_edges[layer]
+            col = torch.bucketize(torch.hypot(x, y), edges, right=True) - 1
+            inside = (col >= 0) & (col < cols)
+            row = torch.floor((torch.atan2(y, x) + math.pi) * (rows / (2 * math.pi))).clamp(0, rows - 1).long()
+            return row * cols + col, inside
+        row_size, col_size = spec.cell_size
+        col = torch.floor(x * (1 / col_size) + cols / 2)
+        row = torch.floor(y * (1 / row_size) + rows / 2)
+        inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+        return (row * cols + col).long(), inside
+
+
+def _draw_physics(physics: ShowerPhysics, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    return {
+        f.name: draw(getattr(physics, f.name), n, generator)
+        for f in dataclasses.fields(physics)
+        if f.type == "Knob"
+    }
+
+
+def _gamma_sampling(energy: torch.Tensor, quantum: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Visible energy ~ Gamma(mean = energy, variance = quantum * energy), 0 where energy is 0."""
+    held = energy > 0
+    shape = torch.where(held, energy / quantum, 1.0)
+    return torch._standard_gamma(shape, generator=generator) * quantum * held
+
+
+def _batch(
+    labels: torch.Tensor,
+    energy: torch.Tensor,
+    layout: _Layout,
+    geometry: _geometry.Geometry,
+    physics: ShowerPhysics,
+    effects: DetectorEffects,
+    detector: _Detector | None,
+    threshold: float,
+    g: torch.Generator,
+    g_cells: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (n, n_cells) MeV, overflow (n,) MeV) for one batch."""
+    n, medium = labels.shape[0], physics.medium
+    par = _draw_physics(physics, n, g)
+    lateral = draw(effects.lateral_scale, n, g)
+    shift = draw(effects.longitudinal_shift_x0, n, g)
+    e_gev = energy.float()
+    edges, t_end = layout.edges, float(layout.edges[-1])
+    lambda_x0 = medium.lambda_mm / medium.x0_mm
+    is_gamma, is_pion = labels == PARTICLES["gamma"], labels == PARTICLES["pi+"]
+
+    conversion = torch.empty(n).exponential_(1.0, generator=g) * par["photon_conversion_x0"]
+    t_int = hadronic.interaction_depth(n, lambda_x0, generator=g)
+    interacts = t_int < t_end
+    f_em = hadronic.em_fraction(e_gev, par["em_fraction_sigma"], generator=g)
+    f_em = torch.where(is_pion, f_em * interacts, 1.0)
+    e_em = e_gev * f_em
+    e_had = torch.where(is_pion & interacts, e_gev * (1 - f_em) * par["h_over_e"], 0.0)
+
+    # EM component (electrons, photons, the pions' pi0 part)
+    start = torch.where(is_gamma, conversion, torch.where(is_pion, t_int, 0.0)) + shift
+    e_param = e_em.clamp_min(0.1)  # parameters of an empty EM part are never used
+    alpha, beta = em.longitudinal_parameters(
+        e_param, medium.z_eff, medium.critical_mev, generator=g if physics.longitudinal_fluctuations else None
+    )
+    fraction, mean_depth = em.profile_fractions(alpha, beta, start, edges)
+    tau = mean_depth * beta[:, None] / (alpha - 1)[:, None]
+    r_core, r_tail, p_core = em.radial_parameters(e_param[:, None], tau, medium.z_eff)
+    scale = (medium.moliere_mm * lateral)[:, None]
+    tail_em = 1 - torch.special.gammainc(alpha, (beta * (t_end - start)).clamp_min(0))
+
+    # non-EM component of pions
+    a_had, b_had = hadronic.nonem_profile(e_gev, lambda_x0)
+    fraction_had, _ = em.profile_fractions(a_had, b_had, t_int + shift, edges)
+    tail_had = 1 - torch.special.gammainc(a_had, (b_had * (t_end - t_int - shift)).clamp_min(0))
+    overflow = 1000 * (e_em * tail_em + e_had * tail_had)
+
+    constant = (1 + par["em_constant"] * torch.randn(n, generator=g)).clamp_min(0)[:, None]
+    visible_em = _gamma_sampling(e_em[:, None] * fraction, par["em_stochastic"][:, None] ** 2, g) * constant
+    visible_had = _gamma_sampling(e_had[:, None] * fraction_had, par["had_stochastic"][:, None] ** 2, g) * constant
+
+    # MIP track of pions up to the interaction (or through the calorimeter)
+    track_end = torch.where(is_pion, torch.minimum(t_int + shift, torch.tensor(t_end)), 0.0)[:, None]
+    length = (torch.minimum(track_end, edges[1:]) - edges[:-1]).clamp_min(0)
+    s = par["mip_landau_sigma"][:, None]
+    landau = torch.exp(s * torch.randn(n, layout.n_slices, generator=g) - s**2 / 2)
+    visible_mip = length * (medium.x0_mm * medium.mip_mev_per_mm / 1000) * landau
+
+    visible = torch.stack([visible_em, visible_had, visible_mip], 1)  # (n, 3, S) GeV
+    zeros = torch.zeros_like(r_core)
+    had_core = (par["had_core_lambda"] * medium.lambda_mm * lateral)[:, None].expand_as(r_core)
+    had_tail = (par["had_tail_lambda"] * medium.lambda_mm * lateral)[:, None].expand_as(r_core)
+    # the pions' pi0 sub-showers start spread over the hadronic core: add its radius in quadrature
+    spread = torch.where(is_pion[:, None], had_core, 0.0)
+    radius_core = torch.stack([torch.hypot(r_core * scale, spread), had_core, zeros], 1)
+    radius_tail = torch.stack([torch.hypot(r_tail * scale, spread), had_tail, zeros], 1)
+    probability = torch.stack([p_core, par["had_core_probability"][:, None].expand_as(p_core), zeros + 1], 1)
+
+    n_spots = (e_gev / physics.spot_gev).ceil().clamp(1, physics.max_spots)
+    total = visible.sum((1, 2)).clamp_min(1e-12)
+    spots = torch.ceil(visible * (n_spots / total)[:, None, None]).clamp_min(1) * (visible > 0)
+    spots[:, 2] = (visible_mip > 0).float()
+    table = torch.stack([1000 * visible / spots.clamp_min(1), radius_core, radius_tail, probability], -1)
+    spots = spots.long()
+    plain = detector is None
+    images = []
+    for i, (first, last) in enumerate(layout.layer_slices):
+        images.append(
+            _deposit(spots[:, :, first:last], table[:, :, first:last], layout, i, threshold if plain else 0.0, g)
+        )
+    images = torch.cat(images, 1)
+    if not plain:
+        images = apply_cell_effects(images, detector, threshold, g_cells)
+    return images, overflow
+
+
+def _deposit(
+    spots: torch.Tensor, table: torch.Tensor, layout: _Layout, layer: int, threshold: float, g: torch.Generator
+) -> torch.Tensor:
+    """Spots of one layer -> its cells, (n, layer cells) MeV.
+
+    spots: (n, C, S_l) spot counts per event, component and depth slice; table: (n, C, S_l, 4) per-spot
+    energy (MeV), core radius, tail radius (mm) and core probability. Spots that miss the layer keep
+    their place in the event (so the offsets are the counts) with zero energy.
+    """
+    n = spots.shape[0]
+    index = torch.repeat_interleave(torch.arange(spots.numel()), spots.flatten())
+    spot = table.reshape(-1, 4).index_select(0, index)  # (H, 4)
+    u = torch.rand(index.shape[0], 3, generator=g)
+    radius = em.radius_from_uniforms(spot[:, 1], spot[:, 2], spot[:, 3], u[:, 0], u[:, 1])
+    phi = u[:, 2] * (2 * math.pi)
+    cell, inside = layout.locate(layer, radius * torch.cos(phi), radius * torch.sin(phi))
+    offsets = torch.zeros(n + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(spots.sum((1, 2)), 0)
+    energy = spot[:, 0] * inside
+    return hits_to_image(offsets, cell * inside, energy, n_cells=layout.n_cells[layer], threshold=threshold)
+
+
+def showers(
+    n: int,
+    *,
+    geometry: str | _geometry.Geometry = "calogan",
+    effects: None | str | DetectorEffects = None,
+    seed: int = 0,
+    particles: str | Sequence[str] = ("e+", "gamma", "pi+"),
+    energy_range: tuple[float, float] = (1.0, 100.0),
+    energy_distribution: str = "uniform",
+    physics: ShowerPhysics | None = None,
+    threshold_mev: float = 1.0,
+    batch_size: int = 8192,
+) -> SimulatedShowers:
+    """Simulate ``n`` showers: the plain simulation (``effects=None``) or a "real" detector.
+
+    Args:
+        geometry: a preset name or Geometry whose layers have depth_mm (and cell_size for Cartesian
+            layers; cylindrical layers bin by r / alpha). Showers enter at the centre, along the depth.
+        effects: None / ``"none"`` (plain), ``"mild"``, ``"default"``, ``"severe"`` or a DetectorEffects.
+        seed: the same seed (and batch_size) gives the same output; the fixed detector comes from
+            ``effects.detector_seed`` instead, so samples with different seeds share one detector.
+        particles: names from :data:`PARTICLES`, each event picks one uniformly.
+        energy_range: (low, high) incident energy in GeV; energy_distribution ``"uniform"`` or ``"log-uniform"``.
+        physics: the shower model's parameters (default :class:`ShowerPhysics`).
+        threshold_mev: readout threshold: cells below it read 0.
+        batch_size: events per vectorised batch (bounds memory: ~300 spots of ~60 bytes per event).
+    """
+    geometry = _geometry.get(geometry)
+    effects = get_effects(effects)
+    physics = physics or ShowerPhysics()
+    names = (particles,) if isinstance(particles, str) else tuple(particles)
+    unknown = [p for p in names if p not in PARTICLES]
+    if not names or unknown:
+        raise ValueError(f"particles: expected names from {list(PARTICLES)}, got {list(names)}")
+    low, high = (float(e) for e in energy_range)
+    if not 0 < low <= high:
+        raise ValueError(f"energy_range: expected 0 < low <= high (GeV), got {energy_range}")
+    if energy_distribution not in ("uniform", "log-uniform"):
+        raise ValueError(f"energy_distribution: expected 'uniform' or 'log-uniform', got {energy_distribution!r}")
+    if n < 0 or batch_size < 1:
+        raise ValueError(f"expected n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+
+    layout = _Layout(geometry, physics.medium, physics.slice_x0)
+    detector = None if effects == PRESETS["none"] else _Detector(effects, geometry)
+    codes = torch.tensor([PARTICLES[p] for p in names])
+    g = torch.Generator().manual_seed(seed)
+    g_cells = torch.Generator().manual_seed(seed + 0x5EED_CE11)
+    images, labels, energies, overflows = [], [], [], []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        label = codes[torch.randint(len(codes), (m,), generator=g)]
+        u = torch.rand(m, generator=g, dtype=torch.float64)
+        if energy_distribution == "uniform":
+            energy = low + (high - low) * u
+        else:
+            energy = torch.exp(math.log(low) + (math.log(high) - math.log(low)) * u)
+        image, overflow = _batch(label, energy, layout, geometry, physics, effects, detector, threshold_mev, g, g_cells)
+        images.append(image)
+        labels.append(label)
+        energies.append(energy)
+        overflows.append(overflow)
+    if n == 0:
+        return SimulatedShowers(
+            torch.zeros(0, geometry.n_cells), torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, dtype=torch.float64), geometry, torch.zeros(0),
+        )
+    return SimulatedShowers(torch.cat(images), torch.cat(labels), torch.cat(energies), geometry, torch.cat(overflows))
