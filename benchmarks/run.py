@@ -169,6 +169,23 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
             )
         )
     rows += hits_to_image_targets(results)
+    rows += simulator_targets(results)
+    return rows
+
+
+def simulator_targets(results: Results) -> list[tuple[str, str, str]]:
+    """The simulator's throughput target, with the machine's default torch threads."""
+    entries = [e for e in results.entries if e["extra_info"].get("op") == "simulate.showers"]
+    threads = max((e["extra_info"]["threads"] for e in entries), default=None)
+    rows = []
+    for domain in ("sim", "real (default effects)"):
+        target = f"CPU simulator, CaloGAN, {domain}: ≥ 20,000 showers/s"
+        entry = next((e for e in entries if e["extra_info"]["implementation"] == f"{domain}, {threads} thread(s)"), None)
+        if entry is None:
+            rows.append((target, "—", "not run"))
+        else:
+            rate = entry["extra_info"]["showers_per_s"]
+            rows.append((target, f"{rate:,.0f} showers/s ({threads} threads)", verdict(rate >= 20_000)))
     return rows
 
 
