@@ -314,13 +314,15 @@ def render(data: dict, command: str, pytest_rc: int | None) -> str:
         "",
         "## Results",
         "",
-        "Each time is one forward + backward pass (inputs require grad, the loss's `.backward()`; gradient",
-        "reversal: `.backward(g)` with a fixed g), mean over the rounds after warm-up, all in one pytest process.",
+        "Losses (MMD, CORAL) and gradient reversal: each time is one forward + backward pass (inputs require",
+        "grad, the loss's `.backward()`; gradient reversal: `.backward(g)` with a fixed g). hits_to_image,",
+        "shower_features, read_showers and the simulator: one forward call (no gradient). Means over the rounds",
+        "after warm-up, all in one pytest process.",
         "Peak extra memory: the most memory any round needed above what was in use before it (CPU: resident-set",
         "high-water mark, CUDA: allocator peak), gradients of the inputs included. Every MMD implementation gets",
         "the same squared bandwidths (our `mean` heuristic, computed once, untimed); each value was checked",
         "against the reference before timing. Timings on a shared 2-core machine are noisy: read ratios, not digits.",
-        "read_showers: one call reading a whole file (see Reading ROOT event trees below).",
+        "read_showers reads a whole file per call (see Reading ROOT event trees below).",
     ]
     for group, entries in results.groups().items():
         lines += ["", f"### {group}", "", group_table(entries)]
