@@ -3,7 +3,7 @@
     sim2real simulate --out DIR [--events N] [--preset default] [--seed S] [--geometry calogan]
                       [--lumisections N] [--hdf5] [--dqm-format tree|th2]
 
-writes DIR/sim.root and DIR/real.root (event trees: hit_cell, hit_energy MeV, label, energy GeV; the
+Writes DIR/sim.root and DIR/real.root (event trees: hit_cell, hit_energy MeV, label, energy GeV; the
 label of real events is for evaluation only), DIR/dqm_sim.root and DIR/dqm_real.root (HCAL occupancy
 maps per lumi-section with fault labels), and with ``--hdf5`` the same as HDF5 (CaloGAN layout for
 showers when the geometry is calogan, CaloChallenge otherwise; HCAL DQM layout for the maps).
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sim2real", description="sim-to-real adaptation for particle-detector images")
     commands = parser.add_subparsers(dest="command", required=True)
     sim = commands.add_parser("simulate", help="write a simulated and a 'real' domain (showers and DQM maps)",
-                              description=__doc__.split("\n\n")[1].strip())
+                              description=__doc__.split("\n\n")[2].strip())
     sim.add_argument("--out", required=True, help="output folder (created if missing)")
     sim.add_argument("--events", type=int, default=50_000, help="showers per domain (default 50000)")
     sim.add_argument("--preset", default="default", choices=sorted(PRESETS), help="the 'real' detector's effects")
