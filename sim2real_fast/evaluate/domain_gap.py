@@ -158,9 +158,8 @@ def domain_gap(
                 test[preset] = simulate.showers(test_events, geometry=geometry, effects=preset, seed=1000 * seed + 3)
             for training in trainings:
                 t0 = time.perf_counter()
-                train = simulate.showers(
-                    events, geometry=geometry, effects=effects[training], seed=1000 * seed + 1 + TRAININGS.index(training)
-                )
+                train_seed = 1000 * seed + 1 + TRAININGS.index(training)
+                train = simulate.showers(events, geometry=geometry, effects=effects[training], seed=train_seed)
                 model = _train(train.images, train.labels, geometry, epochs=epochs, batch_size=batch_size, lr=lr,
                                seed=seed, bar=bar)
                 seconds = time.perf_counter() - t0
