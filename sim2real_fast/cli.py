@@ -7,11 +7,20 @@ Writes DIR/sim.root and DIR/real.root (event trees: hit_cell, hit_energy MeV, la
 label of real events is for evaluation only), DIR/dqm_sim.root and DIR/dqm_real.root (HCAL occupancy
 maps per lumi-section with fault labels), and with ``--hdf5`` the same as HDF5 (CaloGAN layout for
 showers when the geometry is calogan, CaloChallenge otherwise; HCAL DQM layout for the maps).
+
+    sim2real gap [--events N] [--test-events N] [--presets mild default severe] [--seeds 0 1 2]
+                 [--epochs E] [--trainings sim randomized] [--threads T] [--out FILE.json]
+
+trains the CaloCNN classifier (e+ / gamma / pi+) on plain and on domain-randomised simulation and
+prints its accuracy on held-out simulation and on each preset's "real" detector, and the drop in
+accuracy points; ``--out`` also writes the full result as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -112,6 +121,56 @@ def simulate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    """Write to a temporary file next to ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _pm(value: dict[str, float], several: bool) -> str:
+    return f"{value['mean']:.1f} +- {value['std']:.1f}" if several else f"{value['mean']:.1f}"
+
+
+def gap_command(args: argparse.Namespace) -> int:
+    from .evaluate import domain_gap
+
+    result = domain_gap(events=args.events, test_events=args.test_events, presets=args.presets, seeds=args.seeds,
+                        epochs=args.epochs, trainings=args.trainings, threads=args.threads, progress=True)
+    config, several = result["config"], len(args.seeds) > 1
+    print(f"\nsim2real gap: CaloCNN (e+/gamma/pi+) trained on {config['events']} showers, {config['epochs']} epochs, "
+          f"tested on {config['test_events']} per domain, seeds {config['seeds']}, {config['threads']} threads, "
+          f"{result['seconds']:.0f} s")
+    rows = []
+    for training, entry in result["results"].items():
+        summary = entry["summary"]
+        for preset in config["presets"]:
+            rows.append([training, preset, _pm(summary["sim_accuracy"], several),
+                         _pm(summary["real_accuracy"][preset], several), _pm(summary["drop"][preset], several)])
+    _print_table(["training", "preset", "sim accuracy %", "real accuracy %", "drop (points)"], rows)
+    if args.out is not None:
+        _write_json_atomically(Path(args.out), result)
+        print(f"\nwritten: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .simulate import PRESETS
 
@@ -129,13 +188,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="DQM ROOT layout: a tree of per-depth arrays with labels, or TH2 per lumi-section")
     sim.add_argument("--hdf5", action="store_true", help="also write HDF5 (CaloGAN/CaloChallenge, HCAL DQM)")
     sim.set_defaults(run=simulate_command)
+
+    from .evaluate import TRAININGS
+
+    gap = commands.add_parser("gap", help="accuracy a sim-trained classifier loses on each 'real' detector preset",
+                              description=__doc__.split("\n\n")[3].strip())
+    positive, non_negative = _int_at_least(1), _int_at_least(0)
+    gap.add_argument("--events", type=positive, default=30_000, help="training showers (default 30000)")
+    gap.add_argument("--test-events", type=positive, default=10_000, help="test showers per domain (default 10000)")
+    gap.add_argument("--presets", nargs="+", default=["mild", "default", "severe"], choices=sorted(PRESETS),
+                     help="'real' detector presets to test on (default mild default severe)")
+    gap.add_argument("--seeds", nargs="+", type=non_negative, default=[0], help="seeds, one training each (default 0)")
+    gap.add_argument("--epochs", type=positive, default=4, help="training epochs (default 4)")
+    gap.add_argument("--trainings", nargs="+", default=list(TRAININGS), choices=TRAININGS,
+                     help="training domains: plain simulation and/or domain-randomised (default both)")
+    gap.add_argument("--threads", type=positive, default=None, help="torch threads (default: torch's)")
+    gap.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    gap.set_defaults(run=gap_command, error=gap.error)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if getattr(args, "events", 1) < 1 or getattr(args, "lumisections", 1) < 1:
-        build_parser().error("--events and --lumisections must be >= 1")
+        parser.error("--events and --lumisections must be >= 1")
+    if args.command == "gap" and len(set(args.seeds)) != len(args.seeds):
+        args.error(f"--seeds must be distinct, got {args.seeds}")
     return args.run(args)
 
 
