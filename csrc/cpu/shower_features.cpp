@@ -98,14 +98,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& images_
 at::Tensor backward(const at::Tensor& grad_layer_in, const at::Tensor& grad_event_in, const at::Tensor& images,
                     c10::IntArrayRef layer_offsets, const at::Tensor& coords_in, const at::Tensor& layer_stats_in,
                     const at::Tensor& event_stats_in, const at::Tensor& max_cell_in) {
-  check_inputs(kBackwardOp, images, layer_offsets, coords_in);
+  check_backward_inputs(grad_layer_in, grad_event_in, images, layer_offsets, coords_in, layer_stats_in,
+                        event_stats_in, max_cell_in);
   const int64_t n = images.size(0), n_cells = images.size(1);
-  const int64_t n_layers = static_cast<int64_t>(layer_offsets.size()) - 1;
-  check_like("grad_layer_stats", grad_layer_in, {n, n_layers, kLayerStats}, images);
-  check_like("grad_event_stats", grad_event_in, {n, kEventStats}, images);
-  check_like("layer_stats", layer_stats_in, {n, n_layers, kLayerStats}, images);
-  check_like("event_stats", event_stats_in, {n, kEventStats}, images);
-  check_like("max_cell", max_cell_in, {n}, images, /*integer=*/true);
   at::Tensor grad_images = at::empty({n, n_cells}, images.options());
   if (n == 0) return grad_images;
   const at::Tensor grad_layer = grad_layer_in.contiguous(), grad_event = grad_event_in.contiguous();

@@ -185,6 +185,11 @@ __global__ void backward_kernel(DeviceInputs<E, C> in, const E* __restrict__ gra
   }
 }
 
+// Whether one event's accumulator row (n_cells energies) lives in shared memory.
+bool row_fits_shared(const Args& args) {
+  return args.n_cells * static_cast<int64_t>(args.energy.element_size()) <= kSharedBytes;
+}
+
 // Runs `launch<kNorm, kShared, E, C>(inputs, blocks, shared_bytes, stream)` for the call's types.
 template <typename Launch>
 void dispatch(const Args& args, int64_t max_blocks_global, Launch&& launch) {
@@ -193,10 +198,9 @@ void dispatch(const Args& args, int64_t max_blocks_global, Launch&& launch) {
     using E = scalar_t;
     AT_DISPATCH_INDEX_TYPES(args.cell.scalar_type(), "hits_to_image_cuda", [&] {
       const auto in = device_inputs<E, index_t>(args);
-      const int64_t row_bytes = args.n_cells * static_cast<int64_t>(sizeof(E));
-      const bool shared = row_bytes <= kSharedBytes;
+      const bool shared = row_fits_shared(args);
       const int blocks = static_cast<int>(std::min(args.n_events, shared ? kMaxBlocks : max_blocks_global));
-      const size_t smem = shared ? static_cast<size_t>(row_bytes) : 0;
+      const size_t smem = shared ? static_cast<size_t>(args.n_cells) * sizeof(E) : 0;
       auto run = [&](auto norm) {
         constexpr Normalize kNorm = decltype(norm)::value;
         if (shared) {
@@ -232,8 +236,7 @@ at::Tensor hits_to_image_cuda(const at::Tensor& offsets, const at::Tensor& cell,
   const Args args = check_args(kOp, offsets, cell, energy, n_cells, calibration, dead, threshold,
                                normalize, incident_energy);
   const c10::cuda::CUDAGuard guard(energy.device());
-  const bool shared = n_cells * static_cast<int64_t>(energy.element_size()) <= kSharedBytes;
-  at::Tensor out = shared ? at::empty({args.n_events, n_cells}, energy.options())
+  at::Tensor out = row_fits_shared(args) ? at::empty({args.n_events, n_cells}, energy.options())
                           : at::zeros({args.n_events, n_cells}, energy.options());
   if (args.n_events == 0) return out;  // with n_cells == 0 the kernel still flags every hit
   const at::Tensor flag = new_flag(args);
@@ -261,9 +264,9 @@ at::Tensor hits_to_image_backward_cuda(const at::Tensor& grad, const at::Tensor&
   const at::Tensor g = check_grad(kOp, grad, args);
   at::Tensor grad_energy = at::zeros_like(args.energy);  // hits outside every event get 0
   if (args.n_events == 0) return grad_energy;
-  const bool shared = n_cells * static_cast<int64_t>(energy.element_size()) <= kSharedBytes;
-  const at::Tensor scratch =
-      shared ? at::Tensor() : at::zeros({std::min(args.n_events, kMaxBlocksGlobal), n_cells}, energy.options());
+  const at::Tensor scratch = row_fits_shared(args) ? at::Tensor()
+                                                   : at::zeros({std::min(args.n_events, kMaxBlocksGlobal), n_cells},
+                                                               energy.options());
   const at::Tensor flag = new_flag(args);
   auto* first_bad = reinterpret_cast<unsigned long long*>(flag.data_ptr<int64_t>());
   dispatch(args, kMaxBlocksGlobal, [&]<Normalize kNorm, bool kShared>(const auto& in, int blocks, size_t smem,

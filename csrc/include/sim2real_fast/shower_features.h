@@ -62,6 +62,20 @@ inline void check_like(const char* name, const at::Tensor& t, c10::IntArrayRef s
               dtype, " on ", like.device(), ", got ", t.scalar_type(), " on ", t.device());
 }
 
+// The backward's inputs: the forward's, its outputs and their gradients (N events, L layers).
+inline void check_backward_inputs(const at::Tensor& grad_layer_stats, const at::Tensor& grad_event_stats,
+                                  const at::Tensor& images, c10::IntArrayRef layer_offsets,
+                                  const at::Tensor& coords, const at::Tensor& layer_stats,
+                                  const at::Tensor& event_stats, const at::Tensor& max_cell) {
+  check_inputs(kBackwardOp, images, layer_offsets, coords);
+  const int64_t n = images.size(0), n_layers = static_cast<int64_t>(layer_offsets.size()) - 1;
+  check_like("grad_layer_stats", grad_layer_stats, {n, n_layers, kLayerStats}, images);
+  check_like("grad_event_stats", grad_event_stats, {n, kEventStats}, images);
+  check_like("layer_stats", layer_stats, {n, n_layers, kLayerStats}, images);
+  check_like("event_stats", event_stats, {n, kEventStats}, images);
+  check_like("max_cell", max_cell, {n}, images, /*integer=*/true);
+}
+
 struct LayerSums {
   double e = 0, sx = 0, sy = 0, sxx = 0, syy = 0, hits = 0;
 
