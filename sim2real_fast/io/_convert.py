@@ -9,10 +9,10 @@ import torch
 
 from ..geometry import Geometry
 from ..ops import hits_to_image
+from ..reference.hits_to_image import NORMALIZATIONS
 from ._errors import BadEnergyError
 
 BAD_ENERGY = ("error", "drop", "clip")
-NORMALIZATIONS = (None, "log1p", "sum", "incident")
 MEV_PER_GEV = 1000.0
 
 
@@ -21,6 +21,13 @@ def check_options(normalize, bad_energy) -> None:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     if bad_energy not in BAD_ENERGY:
         raise ValueError(f"bad_energy must be one of {BAD_ENERGY}, got {bad_energy!r}")
+
+
+def as_numpy(value) -> np.ndarray:
+    """A tensor (detached, on the CPU) or array-like as a NumPy array, without a copy where possible."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
 
 
 def native(array: np.ndarray) -> np.ndarray:

@@ -193,13 +193,13 @@ def _writable(function: str, showers, energy, labels, geometry) -> tuple[np.ndar
     else:
         images = showers
     geometry = _geometry.get(geometry)
-    images, energy = (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in (images, energy))
+    images, energy = _convert.as_numpy(images), _convert.as_numpy(energy)
     if images.ndim != 2 or images.shape[1] != geometry.n_cells or images.dtype.kind != "f":
         raise ValueError(f"{function}: images must be float (N, {geometry.n_cells}) for geometry {geometry.name!r}, got {images.dtype} {images.shape}")
     if energy.shape != (images.shape[0],):
         raise ValueError(f"{function}: energy must be ({images.shape[0]},) incident GeV, got {energy.shape}")
     if labels is not None:
-        labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        labels = _convert.as_numpy(labels)
         if labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu":
             raise ValueError(f"{function}: labels must be ({images.shape[0]},) integers, got {labels.dtype} {labels.shape}")
         if (labels == -1).all():
@@ -281,7 +281,7 @@ def write_hcal_dqm(
         raise ValueError(f"write_hcal_dqm: task must be one of {HCAL_TASKS}, got {task!r}")
     geometry = _geometry.get("hcal")
     values = maps.maps if isinstance(maps, OccupancyMaps) else maps
-    values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    values = _convert.as_numpy(values)
     if values.ndim != 2 or values.shape[1] != geometry.n_cells or values.dtype.kind not in "biuf":
         raise ValueError(f"write_hcal_dqm: maps must be numbers (LS, {geometry.n_cells}) in the hcal geometry, got {values.dtype} {values.shape}")
     n = values.shape[0]
@@ -290,7 +290,7 @@ def write_hcal_dqm(
         for layer, layer_maps in zip(geometry.layers, geometry.split_layers(torch.from_numpy(values)))
     }
     if labels is not None:
-        labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        labels = _convert.as_numpy(labels)
         if labels.shape != (n,) or labels.dtype.kind not in "iu":
             raise ValueError(f"write_hcal_dqm: labels must be ({n},) integers, got {labels.dtype} {labels.shape}")
         datasets["label"] = labels.astype(np.int64)

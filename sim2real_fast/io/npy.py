@@ -9,6 +9,7 @@ import torch
 
 from .. import geometry as _geometry
 from ..geometry import Geometry, Layer
+from . import _convert
 from ._atomic import atomic_path
 from ._errors import CorruptFileError
 from ._paths import check_file
@@ -47,11 +48,11 @@ def write_npy_maps(path: str | os.PathLike, maps: OccupancyMaps | torch.Tensor |
     """Write maps as ``.npy``: (LS, rows, cols) for a one-layer geometry, (LS, n_cells) otherwise. Atomic."""
     if isinstance(maps, OccupancyMaps):
         layers = maps.geometry.layers
-        array = maps.maps.detach().cpu().numpy()
+        array = _convert.as_numpy(maps.maps)
         if len(layers) == 1:
             array = array.reshape(len(maps), layers[0].rows, layers[0].cols)
     else:
-        array = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+        array = _convert.as_numpy(maps)
         if array.ndim not in (2, 3) or array.dtype.kind not in "biuf":
             raise ValueError(f"write_npy_maps: expected numeric (LS, rows, cols) or (LS, n_cells) maps, got {array.dtype} {array.shape}")
     with atomic_path(path) as tmp:

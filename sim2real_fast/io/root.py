@@ -459,12 +459,6 @@ def read_maps(
 
 
 # ---- writers -----------------------------------------------------------------------------------
-def _numpy(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def _jagged_fields(cell_branch: str, energy_branch: str):
     """Hit branches sharing a prefix ("hit_cell", "hit_energy") are written as one record: one counter "nhit"."""
     cell_prefix, _, cell_field = cell_branch.partition("_")
@@ -523,11 +517,11 @@ def write_showers_root(
     else:
         images = showers
     geometry = _geometry.get(geometry)
-    images = _numpy(images)
+    images = _convert.as_numpy(images)
     if images.ndim != 2 or images.shape[1] != geometry.n_cells or images.dtype.kind != "f":
         raise ValueError(f"write_showers_root: images must be float (N, {geometry.n_cells}) for geometry {geometry.name!r}, got {images.dtype} {images.shape}")
     n = images.shape[0]
-    labels, energy = _numpy(labels), _numpy(energy)
+    labels, energy = _convert.as_numpy(labels), _convert.as_numpy(energy)
     if labels.shape != (n,) or labels.dtype.kind not in "iu":
         raise ValueError(f"write_showers_root: labels must be ({n},) integers, got {labels.dtype} {labels.shape}")
     if energy.shape != (n,) or energy.dtype.kind not in "fiu":
@@ -563,7 +557,7 @@ def write_results_root(path: str | os.PathLike, results: Mapping[str, object], *
     uproot = require("uproot")
     if not results:
         raise ValueError("write_results_root: results must hold at least one array")
-    arrays = {name: _numpy(value) for name, value in results.items()}
+    arrays = {name: _convert.as_numpy(value) for name, value in results.items()}
     n = {name: a.shape[0] if a.ndim else None for name, a in arrays.items()}
     for name, a in arrays.items():
         if a.ndim not in (1, 2) or a.dtype.kind not in "biuf":
@@ -586,11 +580,11 @@ def _maps_and_geometry(function: str, maps, geometry, lumi_sections):
     if geometry is None:
         raise TypeError(f"{function}: maps given as an array need geometry=")
     geometry = _geometry.get(geometry)
-    values = _numpy(maps)
+    values = _convert.as_numpy(maps)
     if values.ndim != 2 or values.shape[1] != geometry.n_cells or values.dtype.kind not in "biuf":
         raise ValueError(f"{function}: maps must be numbers (LS, {geometry.n_cells}) for geometry {geometry.name!r}, got {values.dtype} {values.shape}")
     n = values.shape[0]
-    numbers = np.arange(n, dtype=np.int64) if lumi_sections is None else _numpy(lumi_sections).astype(np.int64)
+    numbers = np.arange(n, dtype=np.int64) if lumi_sections is None else _convert.as_numpy(lumi_sections).astype(np.int64)
     if numbers.shape != (n,):
         raise ValueError(f"{function}: lumi_sections must be ({n},), got {numbers.shape}")
     return values.astype(np.float32, copy=False), geometry, numbers
@@ -620,7 +614,7 @@ def write_maps_root(
                for layer, part in zip(geometry.layers, np.split(values, np.cumsum([l.n_cells for l in geometry.layers])[:-1], axis=1))}
     columns["lumi_section"] = numbers
     if labels is not None:
-        labels = _numpy(labels)
+        labels = _convert.as_numpy(labels)
         if labels.shape != (n,) or labels.dtype.kind not in "iu":
             raise ValueError(f"write_maps_root: labels must be ({n},) integers, got {labels.dtype} {labels.shape}")
         columns["label"] = labels.astype(np.int64)
