@@ -21,9 +21,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Build against the venv's torch without isolation (an isolated build would link another torch).
+# The constraint keeps pip from replacing that torch when it resolves torchvision (for timm).
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)" $(BUILD_TOOLS)
-	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q --no-build-isolation -Cbuild-dir=$(BUILD_DIR) ".[test]"
+	echo "$(TORCH)" > $(VENV)/torch-constraint.txt
+	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q -c $(VENV)/torch-constraint.txt --no-build-isolation \
+		-Cbuild-dir=$(BUILD_DIR) ".[test,vit]"
 	$(BIN)/python -I -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
 
 test: install

@@ -6,7 +6,7 @@ The fused losses run as ``torch.ops.sim2real_fast.*`` (CPU with OpenMP, CUDA whe
 >>> loss = s2r.mmd(torch.randn(128, 64), torch.randn(96, 64) + 0.5)
 """
 
-from . import evaluate, geometry, io, models, nn, ops, reference, simulate
+from . import adapt, evaluate, geometry, io, models, nn, ops, reference, simulate
 from ._extension import HAS_EXTENSION, build_info
 from .ops import bandwidth_heuristic, coral, dann_alpha, grad_reverse, hits_to_image, mmd
 from .ops import ShowerFeatures, shower_features
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HAS_EXTENSION",
+    "adapt",
     "__version__",
     "bandwidth_heuristic",
     "build_info",

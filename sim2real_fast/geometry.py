@@ -388,7 +388,7 @@ class Geometry:
         try:
             import yaml
         except ImportError:
-            raise ImportError("reading YAML geometries needs PyYAML: pip install pyyaml (or sim2real_fast[yaml])") from None
+            raise ImportError("reading YAML geometries needs PyYAML: pip install pyyaml") from None
         path = Path(path)
         try:
             description = yaml.safe_load(path.read_text())

@@ -1,5 +1,6 @@
-"""Networks for calorimeter images: :class:`CaloCNN` (features + classifier head)."""
+"""Networks for detector images (features + classifier head) and batched inference."""
 
 from .calo_cnn import CaloCNN
+from .predict import Predictions, predict
 
-__all__ = ["CaloCNN"]
+__all__ = ["CaloCNN", "Predictions", "predict"]
