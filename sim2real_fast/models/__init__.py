@@ -1,6 +1,7 @@
-"""Networks for detector images (features + classifier head) and batched inference."""
+"""Networks for detector images (features + classifier head), the domain discriminator, batched inference."""
 
 from .calo_cnn import CaloCNN
+from .discriminator import DomainDiscriminator
 from .predict import Predictions, predict
 
-__all__ = ["CaloCNN", "Predictions", "predict"]
+__all__ = ["CaloCNN", "DomainDiscriminator", "Predictions", "predict"]
