@@ -1,4 +1,5 @@
-"""The ``sim2real`` command.
+"""The ``sim2real`` command: ``run`` (the main job), ``train``, ``adapt``, ``evaluate`` (its steps; see
+:mod:`sim2real_fast.workflow.commands`), ``simulate`` and ``gap``.
 
     sim2real simulate --out DIR [--events N] [--preset default] [--seed S] [--geometry calogan]
                       [--lumisections N] [--hdf5] [--dqm-format tree|th2]
@@ -205,13 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     gap.add_argument("--threads", type=positive, default=None, help="torch threads (default: torch's)")
     gap.add_argument("--out", default=None, help="also write the result as JSON to this file")
     gap.set_defaults(run=gap_command, error=gap.error)
+
+    from .workflow.commands import add_commands
+
+    add_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "events", 1) < 1 or getattr(args, "lumisections", 1) < 1:
+    if (getattr(args, "events", 1) or 1) < 1 or getattr(args, "lumisections", 1) < 1:
         parser.error("--events and --lumisections must be >= 1")
     if args.command == "gap" and len(set(args.seeds)) != len(args.seeds):
         args.error(f"--seeds must be distinct, got {args.seeds}")

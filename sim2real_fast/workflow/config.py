@@ -1,0 +1,124 @@
+"""What one ``sim2real run`` does: data, methods, seeds and hyper-parameters, from defaults, YAML or flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from ..adapt import AdaptConfig, parse_method
+
+__all__ = ["DEFAULT_METHODS", "QUICK", "RunConfig"]
+
+#: Methods of a default run, in report order: the two references, every method, a combination.
+DEFAULT_METHODS = (
+    "source_only", "target_oracle", "dann", "coral", "mmd", "pseudo_label", "few_shot", "simclr",
+    "domain_randomization", "dann+pseudo_label",
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: where the data come from, what is trained, where the results go.
+
+    Data: with ``sim`` and ``real`` (ROOT event trees of the data layer's schema, see
+    :func:`sim2real_fast.io.read_showers`) those files are read; without them ``events`` plain showers
+    ("sim", seed ``data_seed``) and ``real_events`` showers through the ``preset`` detector ("real",
+    seed ``data_seed + 1``) are simulated and written to ``out/data/``. The sim events are split
+    ``1 - val_fraction`` / ``val_fraction`` into training and validation (source accuracy, the
+    validators); the real events ``1 - test_fraction`` / ``test_fraction`` into the adaptation set
+    (its labels are used only by ``target_oracle`` and the k shots of ``few_shot``) and the test set
+    every score on "real" comes from. ``domain_randomization`` trains on ``events`` further showers
+    with every detector knob randomised (:func:`sim2real_fast.evaluate.randomized_effects`).
+
+    Every method is trained once per seed in ``seeds`` (weights, batch order, augmentations); the data
+    are the same for all seeds. ``threads``: torch threads (None: torch's default).
+    """
+
+    out: str = "sim2real-run"
+    sim: str | None = None
+    real: str | None = None
+    geometry: str = "calogan"
+    preset: str = "default"
+    events: int = 20_000
+    real_events: int = 20_000
+    val_fraction: float = 0.2
+    test_fraction: float = 0.5
+    data_seed: int = 0
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    seeds: tuple[int, ...] = (0,)
+    threads: int | None = None
+    export: bool = True
+    gap_alarm_threshold: float = 0.05
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+
+    def __post_init__(self) -> None:
+        if (self.sim is None) != (self.real is None):
+            raise ValueError("RunConfig: give both sim and real files, or neither (to simulate them)")
+        for name in ("events", "real_events"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 10:
+                raise ValueError(f"RunConfig: {name} must be an int >= 10, got {value!r}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"RunConfig: {name} must be in (0, 1), got {getattr(self, name)!r}")
+        if not self.methods:
+            raise ValueError("RunConfig: methods must name at least one method")
+        object.__setattr__(self, "methods", tuple("+".join(parse_method(m)) for m in self.methods))
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"RunConfig: methods must be distinct, got {list(self.methods)}")
+        seeds = tuple(self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
+            raise ValueError(f"RunConfig: seeds must be distinct non-negative ints, got {list(seeds)}")
+        object.__setattr__(self, "seeds", seeds)
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"RunConfig: threads must be a positive int or None, got {self.threads!r}")
+        if isinstance(self.adapt, dict):
+            object.__setattr__(self, "adapt", AdaptConfig.from_dict(self.adapt))
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "adapt"}
+        out["methods"], out["seeds"] = list(self.methods), list(self.seeds)
+        out["adapt"] = self.adapt.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, description: dict, *, origin: str = "<dict>") -> RunConfig:
+        """A RunConfig from a mapping (unknown keys are an error naming ``origin``)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(description) - known)
+        if unknown:
+            raise ValueError(f"{origin}: unknown run option(s) {unknown}; expected some of {sorted(known)}")
+        values = dict(description)
+        for name in ("methods", "seeds"):
+            if name in values:
+                values[name] = tuple([values[name]] if isinstance(values[name], (str, int)) else values[name])
+        if "adapt" in values:
+            values["adapt"] = AdaptConfig.from_dict(values["adapt"] or {})
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
+        """A RunConfig from a YAML file: the fields of RunConfig, ``adapt:`` those of AdaptConfig."""
+        import yaml
+
+        try:
+            with open(path) as stream:
+                description = yaml.safe_load(stream) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {os.fspath(path)!r}") from None
+        except yaml.YAMLError as error:
+            raise ValueError(f"{os.fspath(path)}: not valid YAML ({error})") from None
+        if not isinstance(description, dict):
+            raise ValueError(f"{os.fspath(path)}: expected a mapping of run options, got {type(description).__name__}")
+        return cls.from_dict(description, origin=os.fspath(path))
+
+
+#: ``--quick``: tiny data and one short epoch per stage (about a minute on 2 cores; for tests and a first look).
+QUICK = {
+    "events": 1500, "real_events": 1500,
+    "adapt": {"epochs": 1, "pseudo_iterations": 1, "pseudo_epochs": 1, "few_shot_epochs": 1, "simclr_epochs": 1},
+}

@@ -1,0 +1,108 @@
+"""The files of a finished run: predictions.root, exported models, figures and report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import io
+from ..models import CaloCNN
+from .config import RunConfig
+from .data import RunData
+
+__all__ = ["table_results", "write_outputs"]
+
+_EMBEDDED_METHODS = 4  # panels of the embedding figure besides source_only
+
+
+def _predictions(path: Path, arrays: dict[str, dict], data: RunData) -> None:
+    """Per event of the real file: its split and, per method, class probabilities and the predicted class."""
+    branches = {"split": data.real_split}
+    for method, values in arrays.items():
+        slug = method.replace("+", "_")
+        branches[f"{slug}_score"] = values["real_probs"]
+        branches[f"{slug}_pred"] = values["real_probs"].argmax(1).to(torch.int32)
+    io.write_results_root(path, branches)
+
+
+def _export(folder: Path, arrays: dict[str, dict], data: RunData, log) -> dict[str, dict[str, str]]:
+    from ..export import export_model
+
+    exported = {}
+    example = data.real_test.inputs[:8]
+    for method, values in arrays.items():
+        model = CaloCNN(data.geometry, n_classes=len(data.class_names))
+        model.load_state_dict(values["state_dict"])
+        paths = export_model(model.eval(), example, folder, name=method.replace("+", "_"))
+        exported[method] = {kind: str(path) for kind, path in paths.items()}
+    log(f"exported {len(exported)} models (TorchScript, ONNX) to {folder}")
+    return exported
+
+
+def _figures(folder: Path, results: dict, arrays: dict[str, dict], data: RunData, config: RunConfig) -> dict:
+    from .. import report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(data.class_names)
+    figures = {}
+    path = folder / "roc.png"
+    report.plot_roc(path, data.real_test.labels, {m: a["test_probs"] for m, a in arrays.items()}, class_names=names)
+    figures["ROC curves on the real test set (one-vs-rest)"] = path
+    methods = results["methods"]
+    ranked = sorted((m for m in arrays if m not in ("source_only", "target_oracle")),
+                    key=lambda m: -(methods[m]["target_accuracy"] or 0.0))[:_EMBEDDED_METHODS]
+    shown = [m for m in ("source_only", *ranked) if m in arrays]
+    path = folder / "embeddings.png"
+    report.plot_embeddings(path, {m if m != "source_only" else "source_only (before)":
+                                  (arrays[m]["sim_features"], arrays[m]["real_features"]) for m in shown},
+                           seed=config.data_seed)
+    figures["Features of sim and real events, before (source_only) and after adaptation"] = path
+    quantities = {
+        "sim": report.shower_quantities(data.sim_val.inputs, data.sim_val.energy, data.geometry),
+        "real": report.shower_quantities(data.real_test.inputs, data.real_test.energy, data.geometry),
+    }
+    per_quantity = {q: {domain: values[q] for domain, values in quantities.items()} for q in quantities["sim"]}
+    path = folder / "distributions.png"
+    report.plot_distributions(path, per_quantity)
+    figures["Energy and shower-feature distributions per domain"] = path
+    path = folder / "training.png"
+    report.plot_training_curves(path, results["histories"])
+    figures["Training curves"] = path
+    return figures
+
+
+def table_results(results: dict) -> dict:
+    """Per method its scores; with several seeds each scalar as {"mean", "std"} (what the report tables show)."""
+    several = len(results["config"]["seeds"]) > 1
+    table = {}
+    for method, entry in results["methods"].items():
+        row = dict(entry)
+        if several:
+            row |= {k: {"mean": v, "std": entry["spread"][k]} for k, v in entry.items()
+                    if k in entry["spread"] and v is not None}
+        table[method] = row
+    return table
+
+
+def write_outputs(out: Path, results: dict, arrays: dict[str, dict], data: RunData, config: RunConfig,
+                  *, log=print) -> dict:
+    """Write predictions.root, models/, figures/ and report.md under ``out``; return what was written."""
+    from .. import report
+
+    outputs = {"predictions": str(out / "predictions.root")}
+    _predictions(out / "predictions.root", arrays, data)
+    if config.export:
+        outputs["models"] = _export(out / "models", arrays, data, log)
+    figures = _figures(out / "figures", results, arrays, data, config)
+    outputs["figures"] = {title: str(path) for title, path in figures.items()}
+    selection = {m: entry["selection"] for m, entry in results["methods"].items()}
+    report.write_report(
+        out / "report.md", results=table_results(results), figures={t: str(p.relative_to(out)) for t, p in figures.items()},
+        config={**results["config"], "class_names": results["class_names"], "machine": results["machine"]},
+        selection=selection, alarms=results["alarms"],
+        notes=[f"Data: sim {data.sim_file}, real {data.real_file}; real events {len(data.real)} "
+               f"({len(data.real_adapt)} for adaptation, labels hidden; {len(data.real_test)} for testing)."],
+    )
+    outputs["report"] = str(out / "report.md")
+    return outputs

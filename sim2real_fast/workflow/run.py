@@ -1,0 +1,166 @@
+"""``sim2real run``: every method trained, adapted and evaluated on the same data, then reported.
+
+Layout of the output folder ``out``::
+
+    run.json                 the configuration (a resumed run must match it)
+    data/sim.root, real.root the simulated domains (when no files were given)
+    checkpoints/<method>-seed<k>/   one file per epoch of every stage (fit's resume points)
+    methods/<method>-seed<k>/result.json, arrays.pt   a finished (method, seed): its scores and arrays
+    results.json  report.md  figures/*.png  predictions.root  models/<method>.pt, .onnx
+
+A (method, seed) whose ``result.json`` exists is finished; ``resume=True`` skips it and continues an
+unfinished one from its last checkpoint, so an interrupted run loses at most one epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..adapt import fit
+from ..evaluate import EnergyMeter, flag_gaps, gap_recovered
+from ..io._atomic import atomic_path
+from ..models import CaloCNN
+from .config import RunConfig
+from .data import RunData, load_data
+from .evaluation import evaluate_fit
+
+__all__ = ["SCALARS", "method_slug", "run"]
+
+#: The per-method numbers of results.json (mean over seeds; ``spread`` holds their standard deviations).
+SCALARS = ("target_accuracy", "target_f1", "target_auc", "source_accuracy", "source_f1", "source_auc",
+           "gap_recovered", "a_distance", "mmd", "two_sample_auc", "train_seconds", "energy_joules")
+
+
+def method_slug(method: str) -> str:
+    """A method name usable in file and branch names ("dann+pseudo_label" -> "dann_pseudo_label")."""
+    return method.replace("+", "_")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def _check_resumable(out: Path, config: RunConfig, resume: bool) -> None:
+    """A fresh run clears ``out``'s previous results; a resumed one must have the same configuration."""
+    stored = out / "run.json"
+    if resume and stored.exists():
+        previous = json.loads(stored.read_text())
+        if previous != json.loads(json.dumps(config.to_dict())):
+            raise ValueError(f"--resume: {str(out)!r} holds a run with another configuration ({stored}); "
+                             "use the same options or another --out")
+    elif not resume:
+        for folder in ("checkpoints", "methods"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+    _write_json(stored, config.to_dict())
+
+
+def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Path, resume: bool,
+               progress: bool) -> tuple[dict, dict]:
+    """Fit, time and evaluate one (method, seed); stored under out/methods so a resumed run skips it."""
+    folder = out / "methods" / f"{method_slug(method)}-seed{seed}"
+    if resume and (folder / "result.json").exists():
+        return json.loads((folder / "result.json").read_text()), torch.load(folder / "arrays.pt")
+    torch.manual_seed(seed)
+    model = CaloCNN(data.geometry, n_classes=len(data.class_names))
+    with EnergyMeter() as meter:
+        fitted = fit(method, model, source=data.sim_train, target=data.real_adapt.unlabelled(),
+                     config=dataclasses.replace(config.adapt, seed=seed), target_labelled=data.real_adapt,
+                     randomized_source=data.randomized,
+                     checkpoint_dir=out / "checkpoints" / f"{method_slug(method)}-seed{seed}", resume=resume,
+                     progress=progress)
+    result, arrays = evaluate_fit(fitted, data, seed=seed)
+    result |= {"seed": seed, "train_seconds": meter.seconds, "energy_joules": meter.joules,
+               "energy_method": meter.method, "history": fitted.history}
+    arrays["state_dict"] = fitted.model.state_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "arrays.pt") as tmp:
+        torch.save(arrays, tmp)
+    _write_json(folder / "result.json", result)
+    return result, arrays
+
+
+def _summarise(per_seed: dict[str, list[dict]]) -> dict:
+    """Mean of every scalar over seeds, their sample standard deviations under ``spread``, the seeds' results."""
+    summary = {}
+    for method, runs in per_seed.items():
+        entry = {}
+        for key in SCALARS:
+            values = [r[key] for r in runs if r.get(key) is not None and not math.isnan(r[key])]
+            entry[key] = statistics.fmean(values) if values else None
+            entry.setdefault("spread", {})[key] = statistics.stdev(values) if len(values) > 1 else 0.0
+        first = runs[0]
+        entry |= {"per_class": first["per_class"], "confusion": first["confusion"], "selection": first["selection"],
+                  "per_seed": [{k: r[k] for k in SCALARS if k in r} | {"seed": r["seed"]} for r in runs]}
+        summary[method] = entry
+    return summary
+
+
+def _add_gap_recovered(per_seed: dict[str, list[dict]]) -> None:
+    """gap_recovered per seed against that seed's source_only and target_oracle (None without them)."""
+    reference = {name: {r["seed"]: r["target_accuracy"] for r in per_seed.get(name, [])}
+                 for name in ("source_only", "target_oracle")}
+    for runs in per_seed.values():
+        for r in runs:
+            low, high = reference["source_only"].get(r["seed"]), reference["target_oracle"].get(r["seed"])
+            r["gap_recovered"] = None if low is None or high is None else gap_recovered(r["target_accuracy"], low, high)
+
+
+def machine() -> dict:
+    """Where the run ran (goes into results.json and the report)."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "sim2real_fast": __version__,
+            "device": device}
+
+
+def run(config: RunConfig, *, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train, adapt and evaluate every method of ``config`` and write the outputs (see the module doc).
+
+    Returns the content of results.json: ``{"config", "machine", "class_names", "methods": {method:
+    {SCALARS..., "spread", "per_class", "confusion", "selection", "per_seed"}}, "alarms", "seconds",
+    "outputs"}``; accuracies, F1 and AUC are fractions, gap_recovered a fraction of the gap.
+    """
+    from .outputs import write_outputs
+
+    started = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(out, config, resume)
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        data = load_data(config, progress=progress)
+        per_seed: dict[str, list[dict]] = {m: [] for m in config.methods}
+        arrays: dict[str, dict] = {}
+        for seed in config.seeds:
+            for method in config.methods:
+                log(f"[{method}, seed {seed}]")
+                result, method_arrays = _train_one(method, seed, data, config, out, resume, progress)
+                per_seed[method].append(result)
+                arrays.setdefault(method, method_arrays)  # the first seed's arrays feed the plots and files
+        _add_gap_recovered(per_seed)
+        methods = _summarise(per_seed)
+        results = {
+            "config": config.to_dict(), "machine": machine(), "class_names": list(data.class_names),
+            "methods": methods,
+            "alarms": flag_gaps(methods, threshold=config.gap_alarm_threshold),
+            "histories": {m: per_seed[m][0]["history"] for m in config.methods},
+        }
+        results["outputs"] = write_outputs(out, results, arrays, data, config, log=log)
+        results["seconds"] = time.perf_counter() - started
+        _write_json(out / "results.json", {k: v for k, v in results.items() if k != "histories"})
+        return results
+    finally:
+        torch.set_num_threads(previous_threads)
