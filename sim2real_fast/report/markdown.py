@@ -262,11 +262,15 @@ def _per_class(results: Mapping, class_names: Sequence[str] | None) -> list[str]
 
 
 def _per_class_table(method, per_class: Mapping, class_names: Sequence[str] | None) -> str:
-    """{class: {score: value}} or {score: [one value per class]} as a table, one row per class."""
+    """{class: {score: value}} or {score: [one value per class]} as a table, one row per class.
+
+    In the first form, entries that are not dicts are left out, so scikit-learn's
+    ``classification_report(..., output_dict=True)`` can be passed as it is (its "accuracy" goes).
+    """
     if not isinstance(per_class, Mapping) or not per_class:
         raise ValueError(f"write_report: results[{method!r}]['per_class'] must be a non-empty dict")
-    if all(isinstance(v, Mapping) and "mean" not in v for v in per_class.values()):
-        by_class = per_class
+    if any(isinstance(v, Mapping) and "mean" not in v for v in per_class.values()):
+        by_class = {name: values for name, values in per_class.items() if isinstance(values, Mapping)}
     else:  # {score: per-class sequence}
         lengths = {len(v) if isinstance(v, (list, tuple, np.ndarray)) else None for v in per_class.values()}
         n = lengths.pop() if len(lengths) == 1 else None

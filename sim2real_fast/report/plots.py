@@ -82,9 +82,7 @@ def plot_roc(path: str | os.PathLike, labels, probs_by_method: Mapping, *, class
     labels = _array("plot_roc", "labels", labels, 1)
     if labels.size == 0 or not np.all((labels == np.round(labels)) & (labels >= 0) & (labels < n_classes)):
         raise ValueError(f"plot_roc: labels must be a non-empty (N,) array of class indices in [0, {n_classes})")
-    probs_by_method = {
-        method: _array("plot_roc", f"probs_by_method[{method!r}]", probs, 2) for method, probs in probs_by_method.items()
-    }
+    probs_by_method = {m: _array("plot_roc", f"probs_by_method[{m!r}]", p, 2) for m, p in probs_by_method.items()}
     for method, probs in probs_by_method.items():
         if probs.shape != (len(labels), n_classes):
             raise ValueError(
