@@ -84,6 +84,8 @@ def test_plot_distributions_refuses_bad_inputs(tmp_path):
         report.plot_distributions(tmp_path / "d.png", {"e": {"sim": np.ones(3), "real": np.full(3, np.nan)}})
     with pytest.raises(ValueError, match=r"quantities\['e'\]\['sim'\] must be 1-D"):
         report.plot_distributions(tmp_path / "d.png", {"e": {"sim": np.ones((3, 2))}})
+    with pytest.raises(ValueError, match=r"quantities\['e'\]\['sim'\] must be a 1-D array of numbers"):
+        report.plot_distributions(tmp_path / "d.png", {"e": {"sim": [1.0, "x"]}})
     with pytest.raises(ValueError, match="bins must be a positive int"):
         report.plot_distributions(tmp_path / "d.png", {"e": {"sim": np.ones(3)}}, bins=0)
 

@@ -55,7 +55,10 @@ def _array(name: str, argument: str, value, ndim: int) -> np.ndarray:
     """value as a float64 NumPy array with ndim dims (ValueError naming the argument otherwise)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
-    array = np.asarray(value, dtype=np.float64)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: {argument} must be a {ndim}-D array of numbers ({error})") from None
     if array.ndim != ndim:
         raise ValueError(f"{name}: {argument} must be {ndim}-D, got shape {array.shape}")
     return array
@@ -72,7 +75,7 @@ def plot_roc(path: str | os.PathLike, labels, probs_by_method: Mapping, *, class
 
     A class with no positive or no negative event has no ROC curve; its panel says so.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import auc, roc_curve
 
     _non_empty("plot_roc", "probs_by_method", probs_by_method)
     class_names = list(class_names)
@@ -103,8 +106,7 @@ def plot_roc(path: str | os.PathLike, labels, probs_by_method: Mapping, *, class
             continue
         for method, probs in probs_by_method.items():
             fpr, tpr, _ = roc_curve(positive, probs[:, c])
-            auc = roc_auc_score(positive, probs[:, c])
-            ax.plot(fpr, tpr, linewidth=1.3, label=f"{method} (AUC {auc:.3f})")
+            ax.plot(fpr, tpr, linewidth=1.3, label=f"{method} (AUC {auc(fpr, tpr):.3f})")
         ax.legend(loc="lower right", fontsize="small")
     _save(figure, path)
 
