@@ -64,9 +64,11 @@ def _predictions(op: str, name: str, predictions: Predictions, *, min_samples: i
 def _labels(op: str, labels, n: int, n_classes: int) -> torch.Tensor:
     labels = torch.as_tensor(labels).detach().cpu()
     if labels.shape != (n,) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f"{op}: labels must be an integer tensor of shape ({n},), got shape {tuple(labels.shape)}, {labels.dtype}")
+        got = f"shape {tuple(labels.shape)}, {labels.dtype}"
+        raise ValueError(f"{op}: labels must be an integer tensor of shape ({n},), got {got}")
     if n and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"{op}: labels must be class indices in [0, {n_classes - 1}], got values in [{int(labels.min())}, {int(labels.max())}]")
+        got = f"[{int(labels.min())}, {int(labels.max())}]"
+        raise ValueError(f"{op}: labels must be class indices in [0, {n_classes - 1}], got values in {got}")
     return labels.long()
 
 

@@ -33,5 +33,6 @@ def feature_sets(source, target, op: str, *, min_samples: int) -> tuple[np.ndarr
     if source.shape[1] != target.shape[1]:
         raise ValueError(f"{op}: source and target must have the same feature size d, got {source.shape} and {target.shape}")
     if len(source) < min_samples or len(target) < min_samples:
-        raise ValueError(f"{op}: needs at least {min_samples} samples in source and in target, got {len(source)} and {len(target)}")
+        got = f"{len(source)} and {len(target)}"
+        raise ValueError(f"{op}: needs at least {min_samples} samples in source and in target, got {got}")
     return source, target

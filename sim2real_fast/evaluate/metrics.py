@@ -31,7 +31,8 @@ def _checked(op: str, labels, probs, class_names: Sequence[str]) -> tuple[np.nda
             f"{len(names)} class_names, got {probs.shape}"
         )
     if labels.min() < 0 or labels.max() >= len(names):
-        raise ValueError(f"{op}: labels must be class indices in [0, {len(names) - 1}], got values in [{labels.min()}, {labels.max()}]")
+        got = f"[{labels.min()}, {labels.max()}]"
+        raise ValueError(f"{op}: labels must be class indices in [0, {len(names) - 1}], got values in {got}")
     return labels, probs, names
 
 
