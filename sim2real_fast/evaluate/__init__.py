@@ -1,5 +1,23 @@
-"""Evaluation: how big the sim-to-real gap is (:func:`domain_gap`)."""
+"""Evaluation: how big the sim-to-real gap is (:func:`domain_gap`), classification metrics, domain-shift
+measures, the gap alarm and the energy meter."""
 
+from .alarm import flag_gaps, gap_alarm
 from .domain_gap import TRAININGS, domain_gap, randomized_effects
+from .energy import EnergyMeter
+from .metrics import classification_metrics, roc_curves
+from .shift import feature_mmd, gap_recovered, proxy_a_distance, two_sample_auc
 
-__all__ = ["TRAININGS", "domain_gap", "randomized_effects"]
+__all__ = [
+    "EnergyMeter",
+    "TRAININGS",
+    "classification_metrics",
+    "domain_gap",
+    "feature_mmd",
+    "flag_gaps",
+    "gap_alarm",
+    "gap_recovered",
+    "proxy_a_distance",
+    "randomized_effects",
+    "roc_curves",
+    "two_sample_auc",
+]
