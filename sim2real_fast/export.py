@@ -13,9 +13,10 @@ import contextlib
 import copy
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,9 +62,10 @@ def export_model(
     weights inside the file. Each file is written to a temporary file and renamed, so a file of that
     name is always complete. ``example_inputs`` (a few real events) fix the traced shapes apart from N.
 
-    With ``verify`` the written files are reloaded (TorchScript with ``torch.jit.load``, ONNX with
-    onnxruntime when it is importable, else a warning) and run on ``example_inputs`` and on a batch of
-    another size; outputs must match the eager model's within 1e-4, else :class:`ExportMismatchError`.
+    With ``verify`` every file is reloaded before it is renamed into place (TorchScript with
+    ``torch.jit.load``, ONNX with onnxruntime when it is importable, else a warning) and run on
+    ``example_inputs`` and on a batch of another size; its outputs must match the eager model's within
+    1e-4, else :class:`ExportMismatchError` is raised and the file is not written.
     """
     formats = tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
@@ -76,17 +78,20 @@ def export_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    wrapper = _Probabilities(copy.deepcopy(model).float().cpu().eval()).eval()
+    wrapper = _Probabilities(copy.deepcopy(model).float().cpu()).eval()
     # Two events at least: torch.export specialises a batch of 1 and would fix N = 1.
     example = example_inputs.detach().float().cpu()
     example = torch.cat([example, example]) if len(example) == 1 else example
+    batches = [example, torch.cat([example, example[:1]])]  # verified on the example's N and on N + 1
+    with torch.no_grad():
+        expected = [wrapper(x).numpy() for x in batches]
     paths = {}
     for fmt in formats:
         paths[fmt] = out_dir / f"{name}{SUFFIXES[fmt]}"
-        with atomic_path(paths[fmt]) as tmp:
+        with atomic_path(paths[fmt]) as tmp:  # a file that fails verification never takes the name
             (_write_torchscript if fmt == "torchscript" else _write_onnx)(wrapper, example, tmp)
-    if verify:
-        _verify(wrapper, example, paths)
+            if verify:
+                _verify(fmt, tmp, batches, expected, model_name=type(model).__name__, destination=paths[fmt])
     return paths
 
 
@@ -96,7 +101,7 @@ def _torchscript_warnings_off() -> Iterator[None]:
     with warnings.catch_warnings():
         # torch.jit is deprecated in favour of torch.export, but TorchScript is what libtorch and ROOT load.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
-        # The models' shape checks read the fixed feature sizes; the batch size stays free (_verify checks it).
+        # The models' shape checks read the fixed feature sizes; the batch size stays free (export_model verifies a second N).
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
 
@@ -126,30 +131,35 @@ def _write_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
         )
 
 
-def _verify(wrapper: nn.Module, example: torch.Tensor, paths: dict[str, Path]) -> None:
-    batches = [example, torch.cat([example, example[:1]])]  # the example's N and N + 1
+def _verify(
+    fmt: str, path: Path, batches: list[torch.Tensor], expected: list[np.ndarray], *, model_name: str, destination: Path
+) -> None:
+    """Run the file at ``path`` on ``batches``; ExportMismatchError unless it gives ``expected`` within ATOL."""
+    run = _load(fmt, path)
+    if run is None:
+        return
     with torch.no_grad():
-        expected = [wrapper(x).numpy() for x in batches]
-    runners = {}
-    if "torchscript" in paths:
+        for x, want in zip(batches, expected):
+            got = run(x)
+            error = float(abs(got - want).max()) if got.shape == want.shape else float("inf")
+            if not error <= ATOL:
+                raise ExportMismatchError(
+                    f"export_model: the {fmt} export of {model_name} gives outputs {got.shape} that differ from "
+                    f"the eager model's {want.shape} by up to {error:.3g} (> {ATOL}) on a batch of {len(x)}; "
+                    f"{destination} is not written"
+                )
+
+
+def _load(fmt: str, path: Path) -> Callable[[torch.Tensor], np.ndarray] | None:
+    """A function running the exported file on the CPU, or None (with a warning) without onnxruntime."""
+    if fmt == "torchscript":
         with _torchscript_warnings_off():
-            loaded = torch.jit.load(str(paths["torchscript"]), map_location="cpu")
-        runners["torchscript"] = lambda x: loaded(x).detach().numpy()
-    if "onnx" in paths:
-        try:
-            import onnxruntime
-        except ImportError:
-            warnings.warn("export_model: onnxruntime is not installed, the ONNX file is not verified", stacklevel=3)
-        else:
-            session = onnxruntime.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
-            runners["onnx"] = lambda x: session.run(None, {"inputs": x.numpy()})[0]
-    for fmt, run in runners.items():
-        with torch.no_grad():
-            for x, want in zip(batches, expected):
-                got = run(x)
-                error = float(abs(got - want).max()) if got.shape == want.shape else float("inf")
-                if not error <= ATOL:
-                    raise ExportMismatchError(
-                        f"export_model: {paths[fmt]} gives outputs {got.shape} that differ from the eager "
-                        f"model's {want.shape} by up to {error:.3g} (> {ATOL}) on a batch of {len(x)}"
-                    )
+            loaded = torch.jit.load(str(path), map_location="cpu")
+        return lambda x: loaded(x).detach().numpy()
+    try:
+        import onnxruntime
+    except ImportError:
+        warnings.warn("export_model: onnxruntime is not installed, the ONNX file is not verified", stacklevel=3)
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"inputs": x.numpy()})[0]
