@@ -1,5 +1,7 @@
 """export_model: TorchScript and ONNX files of CaloCNN (and OccupancyViT) that reproduce the eager model."""
 
+import sys
+
 import pytest
 import torch
 
@@ -83,16 +85,27 @@ def test_verify_catches_a_batch_dependent_trace(tmp_path):
     assert (tmp_path / "m.pt").read_bytes() != b"old"
 
 
-class NotATensor(torch.nn.Module):
+class Untraceable(torch.nn.Module):
+    """Runs eagerly, fails while the file is being written."""
+
     def forward(self, x):
-        return {"logits": x}
+        if torch.jit.is_tracing():
+            raise RuntimeError("cannot be traced")
+        return x
 
 
 def test_failed_export_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     (tmp_path / "m.pt").write_bytes(b"old")
-    with pytest.raises(AttributeError):
-        export_model(NotATensor(), torch.rand(2, 5), tmp_path, name="m", formats=("torchscript",))
+    with pytest.raises(RuntimeError, match="cannot be traced"):
+        export_model(Untraceable(), torch.rand(2, 5), tmp_path, name="m", formats=("torchscript",))
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"] and (tmp_path / "m.pt").read_bytes() == b"old"
+
+
+def test_onnx_without_onnxruntime_is_written_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.warns(UserWarning, match="onnxruntime is not installed, the ONNX file is not verified"):
+        paths = export_model(CaloCNN(), showers(2, seed=7), tmp_path, name="m", formats=("onnx",))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"] and paths["onnx"].stat().st_size > 0
 
 
 @pytest.mark.parametrize(
@@ -119,8 +132,9 @@ def test_occupancy_vit_both_formats(tmp_path):
         pytest.skip(str(error))
     formats = ("torchscript", "onnx") if _has("onnxruntime") else ("torchscript",)
     maps = torch.poisson(torch.full((4, 2, 20, 30), 300.0))
-    paths = export_model(model.eval(), maps[:2], tmp_path, name="vit", formats=formats)  # verify=True: eager vs files
-    torch.testing.assert_close(torch.jit.load(str(paths["torchscript"]))(maps), eager_probs(model, maps), atol=1e-5, rtol=0)
+    paths = export_model(model.eval(), maps[:2], tmp_path, name="vit", formats=formats)  # verified against eager
+    loaded = torch.jit.load(str(paths["torchscript"]))
+    torch.testing.assert_close(loaded(maps), eager_probs(model, maps), atol=1e-5, rtol=0)
 
 
 def _has(module):

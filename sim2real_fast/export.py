@@ -42,7 +42,7 @@ class _Probabilities(nn.Module):
         self.model = model
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(inputs).float(), dim=1)
+        return torch.softmax(self.model(inputs), dim=1)
 
 
 def export_model(
@@ -101,7 +101,8 @@ def _torchscript_warnings_off() -> Iterator[None]:
     with warnings.catch_warnings():
         # torch.jit is deprecated in favour of torch.export, but TorchScript is what libtorch and ROOT load.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
-        # The models' shape checks read the fixed feature sizes; the batch size stays free (export_model verifies a second N).
+        # The models' shape checks read their fixed feature sizes; the batch size stays free
+        # (export_model verifies the file on a second batch size).
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
 
@@ -159,7 +160,7 @@ def _load(fmt: str, path: Path) -> Callable[[torch.Tensor], np.ndarray] | None:
     try:
         import onnxruntime
     except ImportError:
-        warnings.warn("export_model: onnxruntime is not installed, the ONNX file is not verified", stacklevel=3)
+        warnings.warn("export_model: onnxruntime is not installed, the ONNX file is not verified", stacklevel=4)
         return None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"inputs": x.numpy()})[0]
