@@ -3,5 +3,7 @@
 from .calo_cnn import CaloCNN
 from .discriminator import DomainDiscriminator
 from .predict import Predictions, predict
+from .vit import OccupancyViT
 
 __all__ = ["CaloCNN", "DomainDiscriminator", "Predictions", "predict"]
+__all__ += ["OccupancyViT"]
