@@ -1,6 +1,7 @@
 # sim2real_fast developer entry points.
 #   make test                    venv + torch + build tools, build the extension, run the tests
 #   make test TORCH=torch==2.14.1 S2R_CUDA=ON   the same with a CUDA build of torch and the CUDA kernels
+#   make run                     venv + build, then the main job: sim2real run (RUN_ARGS=... for its options)
 #   make bench                   benchmarks against the reference and the peers -> benchmarks/RESULTS.md
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -14,23 +15,31 @@ BUILD_DIR := build/$(notdir $(VENV))
 BUILD_TOOLS := numpy "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja
 export PATH := $(if $(CUDA_HOME),$(CUDA_HOME)/bin:)$(PATH)
 
-.PHONY: install test bench clean
+RUN_ARGS ?=
+
+.PHONY: install test run bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Build against the venv's torch without isolation (an isolated build would link another torch).
-# The constraint keeps pip from replacing that torch when it resolves torchvision (for timm).
+# The vit extra (timm) needs a torchvision built for the installed torch. PyPI's torchvision wheels are
+# CUDA builds: they are installed (constrained to the venv's torch, so pip never replaces it) only when
+# torch is a CUDA build; with a CPU-only torch the ViT is left out and its tests skip.
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)" $(BUILD_TOOLS)
-	echo "$(TORCH)" > $(VENV)/torch-constraint.txt
-	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q -c $(VENV)/torch-constraint.txt --no-build-isolation \
-		-Cbuild-dir=$(BUILD_DIR) ".[test,vit]"
+	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q --no-build-isolation -Cbuild-dir=$(BUILD_DIR) ".[test]"
+	if $(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is None)"; then \
+		echo "$(TORCH)" > $(VENV)/torch-constraint.txt; \
+		$(BIN)/python -m pip install -q -c $(VENV)/torch-constraint.txt "timm>=1"; fi
 	$(BIN)/python -I -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
 
 test: install
 	$(BIN)/pytest python_tests $(PYTEST_ARGS)
+
+run: install
+	$(BIN)/sim2real run $(RUN_ARGS)
 
 # The peers without their declared dependencies: pytorch-adapt's torchvision requirement would replace
 # the venv's torch, and the layers benchmarked never import it (see benchmarks/peers.py).

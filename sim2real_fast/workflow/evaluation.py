@@ -41,7 +41,7 @@ def _selection(rows: list[dict]) -> dict:
         return {}
     chosen = validators.select([row["scores"] for row in rows])
     best = max(range(len(rows)), key=lambda i: (rows[i]["target_accuracy"], i))
-    picks = {**chosen, "oracle (real labels)": best}
+    picks = {**chosen, "oracle": best}
     return {name: {key: rows[i][key] for key in ("stage", "epoch", "target_accuracy")} | {"index": i}
             for name, i in picks.items()}
 
