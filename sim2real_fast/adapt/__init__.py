@@ -1,8 +1,15 @@
-"""Domain adaptation: train on labelled simulation, adapt to unlabelled real data."""
+"""Domain adaptation: train on labelled simulation, adapt to unlabelled real data, select models without labels."""
 
 from . import validators
+from .augment import CaloAugment
+from .checkpoint import Checkpoint
+from .config import AdaptConfig
 from .domain import Domain
+from .methods import METHODS, parse_method
+from .trainer import FitResult, fit
 from .validators import VALIDATORS, select, validator_scores
 
-__all__ = ["Domain"]
-__all__ += ["VALIDATORS", "select", "validator_scores", "validators"]
+__all__ = [
+    "AdaptConfig", "CaloAugment", "Checkpoint", "Domain", "FitResult", "METHODS", "VALIDATORS", "fit",
+    "parse_method", "select", "validator_scores", "validators",
+]
