@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -113,9 +114,21 @@ def _write_torchscript(wrapper: nn.Module, example: torch.Tensor, path: Path) ->
         torch.jit.save(traced, str(path))
 
 
+@contextlib.contextmanager
+def _quiet_onnx_registry() -> Iterator[None]:
+    """The exporter logs a warning per torchvision op it skips when torchvision is absent: not ours to act on."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _write_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_onnx_registry():
         # torch 2.13's export copies its own pytree specs through a deprecated path; nothing to act on here.
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         torch.onnx.export(

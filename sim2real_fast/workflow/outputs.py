@@ -99,7 +99,7 @@ def write_outputs(out: Path, results: dict, arrays: dict[str, dict], data: RunDa
     selection = {m: entry["selection"] for m, entry in results["methods"].items()}
     report.write_report(
         out / "report.md", results=table_results(results), figures={t: str(p.relative_to(out)) for t, p in figures.items()},
-        config={**results["config"], "class_names": results["class_names"], **results["machine"],
+        config={**results["config"], "class_names": results["class_names"], "device": results["machine"]["device"],
                 "gap_threshold": config.gap_alarm_threshold},
         selection=selection, alarms=results["alarms"],
         notes=[f"Data: sim {data.sim_file}, real {data.real_file}; real events {len(data.real)} "

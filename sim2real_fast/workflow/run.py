@@ -71,13 +71,15 @@ def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Pa
     folder = out / "methods" / f"{method_slug(method)}-seed{seed}"
     if resume and (folder / "result.json").exists():
         return json.loads((folder / "result.json").read_text()), torch.load(folder / "arrays.pt")
+    checkpoints = out / "checkpoints" / f"{method_slug(method)}-seed{seed}"
+    checkpoints.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = CaloCNN(data.geometry, n_classes=len(data.class_names))
     with EnergyMeter() as meter:
         fitted = fit(method, model, source=data.sim_train, target=data.real_adapt.unlabelled(),
                      config=dataclasses.replace(config.adapt, seed=seed), target_labelled=data.real_adapt,
                      randomized_source=data.randomized,
-                     checkpoint_dir=out / "checkpoints" / f"{method_slug(method)}-seed{seed}", resume=resume,
+                     checkpoint_dir=checkpoints, resume=resume,
                      progress=progress)
     result, arrays = evaluate_fit(fitted, data, seed=seed)
     result |= {"seed": seed, "train_seconds": meter.seconds, "energy_joules": meter.joules,

@@ -58,6 +58,7 @@ def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: s
         randomized = Domain(showers.images, showers.labels, showers.energy.float(), "randomized")
     class_names = _class_names(int(source.labels.max()) + 1)
     folder = Path(out)
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = CaloCNN(geometry, n_classes=len(class_names))
     started = time.perf_counter()
