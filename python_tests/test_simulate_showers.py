@@ -73,8 +73,9 @@ def test_cylindrical_layers_bin_by_r_and_alpha():
     assert features.centroid_x.mean(0).abs().max() < 3.0 and features.centroid_y.mean(0).abs().max() < 3.0
     per_r = out.images.view(400, 6, 16, 5).sum((0, 1, 2))
     assert per_r[0] > per_r[3] > per_r[4]
+    no_depth = Geometry("flat", (Layer("layer_0", 16, 5, kind="cylindrical", r_edges=(0.0, 5.0, 15.0, 40.0, 100.0, 300.0)),))
     with pytest.raises(ValueError, match="depth_mm"):
-        simulate.showers(10, geometry="calochallenge-ds2")
+        simulate.showers(10, geometry=no_depth)
 
 
 def test_bad_arguments():
