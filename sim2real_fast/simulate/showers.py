@@ -133,7 +133,7 @@ class _Layout:
         self.lambda_mm = torch.tensor([m.lambda_mm for m in slice_media])
         self.mip_gev_per_x0 = torch.tensor([m.x0_mm * m.mip_mev_per_mm / 1000 for m in slice_media])
         self.layers = geometry.layers
-        self.n_cells = [layer.n_cells for layer in geometry.layers]
+        self.layer_offsets, self.n_cells = geometry.layer_offsets, geometry.n_cells
         self.r_edges = [
             torch.tensor(layer.r_edges) if layer.kind == "cylindrical" else None for layer in geometry.layers
         ]
@@ -279,38 +279,46 @@ def _batch(
     spots[:, 2] = (visible_mip > 0).float()
     table = torch.stack([1000 * visible / spots.clamp_min(1), radius_core, radius_tail, probability], -1)
     spots = spots.long()
-    plain = detector is None
-    images = []
+    # every layer's spots go to one hit list, event by event and within an event layer by layer
+    counts = torch.stack([spots[:, :, a:b].sum((1, 2)) for a, b in layout.layer_slices], 1)  # (n, L)
+    offsets = torch.zeros(n + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(counts.sum(1), 0)
+    layer_start = offsets[:-1, None] + torch.cumsum(counts, 1) - counts  # (n, L) first hit of (event, layer)
+    cell = torch.empty(int(offsets[-1]), dtype=torch.long)
+    hit_energy = torch.empty(int(offsets[-1]))
     for i, (first, last) in enumerate(layout.layer_slices):
-        images.append(
-            _deposit(spots[:, :, first:last], table[:, :, first:last], layout, i, threshold if plain else 0.0, g)
-        )
-    images = torch.cat(images, 1)
+        event, rank, local, energy = _deposit(spots[:, :, first:last], table[:, :, first:last], layout, i, g)
+        where = layer_start[event, i] + rank
+        cell[where] = layout.layer_offsets[i] + local
+        hit_energy[where] = energy
+    plain = detector is None
+    images = hits_to_image(offsets, cell, hit_energy, n_cells=layout.n_cells, threshold=threshold if plain else 0.0)
     if not plain:
         images = apply_cell_effects(images, detector, threshold, g_cells)
     return images, overflow
 
 
 def _deposit(
-    spots: torch.Tensor, table: torch.Tensor, layout: _Layout, layer: int, threshold: float, g: torch.Generator
-) -> torch.Tensor:
-    """Spots of one layer -> its cells, (n, layer cells) MeV.
+    spots: torch.Tensor, table: torch.Tensor, layout: _Layout, layer: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Spots of one layer -> (event, rank within the event's spots in this layer, cell in the layer,
+    energy MeV), (H_l,) each, in event order.
 
     spots: (n, C, S_l) spot counts per event, component and depth slice; table: (n, C, S_l, 4) per-spot
     energy (MeV), core radius, tail radius (mm) and core probability. Spots that miss the layer keep
-    their place in the event (so the offsets are the counts) with zero energy.
+    their place (cell 0 of the layer) with zero energy.
     """
-    n = spots.shape[0]
+    per_event = spots[0].numel()
     index = torch.repeat_interleave(torch.arange(spots.numel()), spots.flatten())
-    spot = table.reshape(-1, 4).index_select(0, index)  # (H, 4)
+    spot = table.reshape(-1, 4).index_select(0, index)  # (H_l, 4)
     u = torch.rand(index.shape[0], 3, generator=g)
     radius = em.radius_from_uniforms(spot[:, 1], spot[:, 2], spot[:, 3], u[:, 0], u[:, 1])
     phi = u[:, 2] * (2 * math.pi)
     cell, inside = layout.locate(layer, radius * torch.cos(phi), radius * torch.sin(phi))
-    offsets = torch.zeros(n + 1, dtype=torch.long)
-    offsets[1:] = torch.cumsum(spots.sum((1, 2)), 0)
-    energy = spot[:, 0] * inside
-    return hits_to_image(offsets, cell * inside, energy, n_cells=layout.n_cells[layer], threshold=threshold)
+    event = index // per_event
+    first_of_event = torch.cumsum(spots.sum((1, 2)), 0) - spots.sum((1, 2))
+    rank = torch.arange(index.shape[0]) - first_of_event[event]
+    return event, rank, cell * inside, spot[:, 0] * inside
 
 
 def showers(
