@@ -160,7 +160,9 @@ def test_bad_effects_are_refused():
     with pytest.raises(ValueError, match="preset"):
         run("nonsense")
     with pytest.raises(ValueError, match="noise_mev"):
-        run(NONE.replace(noise_mev=(1.0, 2.0)))
+        NONE.replace(noise_mev=())
+    with pytest.raises(ValueError, match="hot_mev"):
+        NONE.replace(hot_mev=(1.0, 2.0))
     with pytest.raises(ValueError, match="dead_fraction"):
         DetectorEffects(dead_fraction=1.5)
     with pytest.raises(ValueError, match="lateral_scale"):
