@@ -3,12 +3,14 @@
 Per event: a longitudinal profile per shower component (EM: Grindhammer-Peters, hep-ex/0001020;
 pions: :mod:`.hadronic`) gives the energy in depth slices of about ``slice_x0`` X0 inside each
 layer (torch.special.gammainc; what lies behind the last layer is lost and recorded as ``overflow``).
+Each layer is made of its own medium (:mod:`.medium`): depths add up in each layer's X0 (EM) and
+lambda_I (hadronic), and the lateral scales are the slice's medium's Moliere radius and lambda_I.
 Sampling fluctuations: the visible energy of a slice is Gamma distributed with mean E and variance
 q E (q = stochastic^2 in GeV, so sigma/E = stochastic/sqrt(E) for the sum), times a per-event
 constant-term factor 1 + constant z. The visible energy is then spread laterally by energy spots
 (GFlash, Grindhammer et al., Proc. CHEP 1989): radii from the two-component radial profile at the
 slice's mean depth tau = t/T (inverse CDF), uniform azimuth; each spot lands in the cell under it
-(spots outside the layer are lost) and cells are summed by :func:`sim2real_fast.hits_to_image`.
+(spots outside the layer are lost) and cells are summed by one :func:`sim2real_fast.hits_to_image`.
 Spots carry equal shares of their slice's visible energy, about E / ``spot_gev`` of them per
 shower but at most ``max_spots`` (+ one per slice): energy fluctuations come from the Gamma
 draws, not from the spot count, so the spot count only sets the granularity of the lateral sampling.
@@ -338,7 +340,8 @@ def showers(
 
     Args:
         geometry: a preset name or Geometry whose layers have depth_mm (and cell_size for Cartesian
-            layers; cylindrical layers bin by r / alpha). Showers enter at the centre, along the depth.
+            layers; cylindrical layers bin by r / alpha) and may name a medium (default ``pb_lar``).
+            Showers enter at the centre, along the depth.
         effects: None / ``"none"`` (plain), ``"mild"``, ``"default"``, ``"severe"`` or a DetectorEffects.
         seed: the same seed (and batch_size) gives the same output; the fixed detector comes from
             ``effects.detector_seed`` instead, so samples with different seeds share one detector.
