@@ -18,6 +18,10 @@ CALOCHALLENGE_XML = {
     "calochallenge-ds2": ("binning_dataset_2.xml", 45 * 16 * 9),
     "calochallenge-ds3": ("binning_dataset_3.xml", 45 * 50 * 18),
 }
+#: depth_mm and medium of the ds1 layers (geometry.py's docstring: ATLAS barrel at |eta| 0.225)
+DS1_LAYERS = {"layer_0": (11.3, "lar"), "layer_1": (68.6, "pb_lar"), "layer_2": (255.2, "pb_lar"),
+              "layer_3": (31.9, "pb_lar"), "layer_12": (298.5, "fe_scint"), "layer_13": (815.8, "fe_scint"),
+              "layer_14": (358.2, "fe_scint")}
 N_CELLS = {"calogan": 504, "hcal": 7 * 72 * 84} | {name: n for name, (_, n) in CALOCHALLENGE_XML.items()}
 PRESETS = sorted(N_CELLS)
 
@@ -295,10 +299,17 @@ needs_xml = pytest.mark.skipif(not CALOCHALLENGE_DIR.is_dir(), reason=f"{CALOCHA
 @pytest.mark.parametrize("name", sorted(CALOCHALLENGE_XML))
 def test_shipped_json_equals_the_xml(name):
     xml, n_cells = CALOCHALLENGE_XML[name]
-    parsed = geo.from_calochallenge_xml(CALOCHALLENGE_DIR / xml, name=name)
+    if "ds1" in name:
+        layers = [layer.name for layer in geo.get(name).layers]
+        extra = {"depth_mm": {k: DS1_LAYERS[k][0] for k in layers}, "medium": {k: DS1_LAYERS[k][1] for k in layers}}
+    else:
+        extra = {"depth_mm": 3.4, "medium": "w_si"}
+    parsed = geo.from_calochallenge_xml(CALOCHALLENGE_DIR / xml, name=name, **extra)
     assert parsed == geo.get(name)
     assert parsed.n_cells == n_cells
-    assert geo.get(CALOCHALLENGE_DIR / xml).layers == parsed.layers
+    plain = geo.get(CALOCHALLENGE_DIR / xml)  # the XML alone has no depths or media
+    assert all(layer.depth_mm is None and layer.medium is None for layer in plain.layers) and plain.medium is None
+    assert [(a.rows, a.cols, a.r_edges) for a in plain.layers] == [(b.rows, b.cols, b.r_edges) for b in parsed.layers]
 
 
 @needs_xml
@@ -318,3 +329,46 @@ def test_xml_errors_name_the_file_and_layer(tmp_path):
     path.write_text('<Bins><Bin name="photon" pid="22"><Layer id="3" r_edges="0,5" n_bin_alpha="x"/></Bin></Bins>')
     with pytest.raises(geo.GeometryError, match=r"<Layer id='3'>: expected numeric r_edges and n_bin_alpha"):
         geo.get(path)
+
+
+def test_xml_depths_and_media_per_layer_or_for_all(tmp_path):
+    path = tmp_path / "binning.xml"
+    path.write_text('<Bins><Bin name="photon" pid="22"><Layer id="0" r_edges="0,5,20" n_bin_alpha="4"/>'
+                    '<Layer id="1" r_edges="0" n_bin_alpha="1"/><Layer id="2" r_edges="0,9" n_bin_alpha="1"/></Bin></Bins>')
+    g = geo.from_calochallenge_xml(path, depth_mm=3.4, medium="w_si")
+    assert [layer.depth_mm for layer in g.layers] == [3.4, 3.4] and g.medium == "w_si"
+    g = geo.from_calochallenge_xml(path, depth_mm={"layer_0": 10, "layer_2": 90},
+                                   medium={"layer_0": "lar", "layer_2": "pb_lar"})
+    assert [layer.depth_mm for layer in g.layers] == [10.0, 90.0] and g.layer_media() == ("lar", "pb_lar")
+    with pytest.raises(geo.GeometryError, match=r"depth_mm: expected one value per kept layer.*missing \['layer_2'\]"):
+        geo.from_calochallenge_xml(path, depth_mm={"layer_0": 10})
+    with pytest.raises(geo.GeometryError, match=r"medium: .*unknown \['layer_1'\]"):
+        geo.from_calochallenge_xml(path, medium={"layer_0": "lar", "layer_1": "lar", "layer_2": "lar"})
+
+
+def test_media_in_descriptions(tmp_path):
+    description = {"name": "stack", "source": "", "medium": "pb_lar", "layers": [
+        {"name": "em", "rows": 2, "cols": 2, "cell_size": [10.0, 10.0], "depth_mm": 100.0, "kind": "cartesian"},
+        {"name": "had", "rows": 1, "cols": 1, "cell_size": [50.0, 50.0], "depth_mm": 900.0, "kind": "cartesian",
+         "medium": "fe_scint"},
+    ]}
+    g = geo.Geometry.from_dict(description)
+    assert g.layer_media() == ("pb_lar", "fe_scint") and g.to_dict() == description
+    g.to_json(tmp_path / "stack.json")
+    assert geo.get(tmp_path / "stack.json") == g
+    assert pickle.loads(pickle.dumps(g)) == g
+    for bad in ("Pb LAr", 3, ""):
+        with pytest.raises(geo.GeometryError, match=r"medium: expected a medium name"):
+            geo.Geometry.from_dict(description | {"medium": bad})
+        with pytest.raises(geo.GeometryError, match=r"layers\[1\]\.medium: expected a medium name"):
+            geo.Geometry.from_dict(description | {"layers": [description["layers"][0],
+                                                             description["layers"][1] | {"medium": bad}]})
+
+
+@pytest.mark.parametrize("name", [n for n in PRESETS if n != "hcal"])
+def test_shower_presets_have_depths_and_known_media(name):
+    from sim2real_fast.simulate.medium import MEDIA
+
+    g = geo.get(name)
+    assert all(layer.depth_mm > 0 for layer in g.layers)
+    assert all(medium in MEDIA for medium in g.layer_media())

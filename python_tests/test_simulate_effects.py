@@ -83,6 +83,18 @@ def test_noise_and_zero_suppression_move_sparsity(plain):
     assert features(noisy).total.mean() / features(plain).total.mean() == pytest.approx(1.0, abs=0.03)
 
 
+def test_noise_tuple_spreads_over_any_number_of_layers():
+    """(10, 20, 30) MeV on the 5 layers of ds1 photons: front to back in 3 groups, 10, 10, 20, 20, 30."""
+    geometry = s2r.geometry.get("calochallenge-ds1-photons")
+    kwargs = dict(geometry=geometry, particles="e+", energy_range=(10, 10), seed=2, threshold_mev=0.0)
+    plain = simulate.showers(400, **kwargs)
+    noisy = simulate.showers(400, effects=NONE.replace(noise_mev=(10.0, 20.0, 30.0)), **kwargs)
+    empty = (plain.images == 0) & (noisy.images > 0)  # noise alone: the positive half of N(0, sigma)
+    rms = [noisy.images[:, a:b][empty[:, a:b]].pow(2).mean().sqrt().item()
+           for a, b in zip(geometry.layer_offsets, geometry.layer_offsets[1:])]
+    assert rms == pytest.approx([10.0, 10.0, 20.0, 20.0, 30.0], rel=0.1)
+
+
 def test_dead_cells_read_zero_and_nothing_else_changes(plain):
     out = run(NONE.replace(dead_fraction=0.02))
     dead = (out.images == 0).all(0) & (plain.images != 0).any(0)
@@ -160,7 +172,9 @@ def test_bad_effects_are_refused():
     with pytest.raises(ValueError, match="preset"):
         run("nonsense")
     with pytest.raises(ValueError, match="noise_mev"):
-        run(NONE.replace(noise_mev=(1.0, 2.0)))
+        NONE.replace(noise_mev=())
+    with pytest.raises(ValueError, match="hot_mev"):
+        NONE.replace(hot_mev=(1.0, 2.0))
     with pytest.raises(ValueError, match="dead_fraction"):
         DetectorEffects(dead_fraction=1.5)
     with pytest.raises(ValueError, match="lateral_scale"):

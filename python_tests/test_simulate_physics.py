@@ -10,6 +10,7 @@ import sim2real_fast as s2r
 from sim2real_fast import simulate
 from sim2real_fast.geometry import Geometry, Layer
 from sim2real_fast.simulate import PB_LAR, em
+from sim2real_fast.simulate.medium import FE_SCINT, LAR, MEDIA, W_SI
 
 X0 = PB_LAR.x0_mm
 
@@ -20,23 +21,37 @@ def thin_layers(n_layers: int, depth_x0: float, cell_mm: float = 40.0, cells: in
     return Geometry("probe", tuple(Layer(f"l{i}", **layer) for i in range(n_layers)))
 
 
+def resolution_fit(energies: np.ndarray, resolutions: list[float]) -> tuple[float, float]:
+    """(a, b) of sigma/E = a/sqrt(E) (+) b, least squares on (sigma/E)^2 = a^2/E + b^2."""
+    design = np.stack([1 / energies, np.ones_like(energies)], 1)
+    (a2, b2), *_ = np.linalg.lstsq(design, np.array(resolutions) ** 2, rcond=None)
+    return math.sqrt(max(a2, 0)), math.sqrt(max(b2, 0))
+
+
+def relative_spread(images: torch.Tensor) -> float:
+    total = images.double().sum(1)
+    return (total.std() / total.mean()).item()
+
+
+@pytest.mark.parametrize("medium", sorted(MEDIA))
 @pytest.mark.parametrize("energy", [10.0, 100.0])
-def test_longitudinal_sampler_peaks_at_the_parametrised_maximum(energy):
+def test_longitudinal_sampler_peaks_at_the_parametrised_maximum(energy, medium):
     """Grindhammer-Peters: the mean profile in 0.25 X0 bins peaks at T = ln y - 0.812 (medians: exactly)."""
+    medium = MEDIA[medium]
     edges = torch.arange(0, 40.01, 0.25)
     centres = (edges[:-1] + edges[1:]) / 2
-    t_max = em.median_shower_max(energy, PB_LAR.critical_mev)
+    t_max = em.median_shower_max(energy, medium.critical_mev)
     e = torch.full((20000,), energy)
-    alpha, beta = em.longitudinal_parameters(e[:1], PB_LAR.z_eff, PB_LAR.critical_mev, generator=None)
+    alpha, beta = em.longitudinal_parameters(e[:1], medium.z_eff, medium.critical_mev, generator=None)
     fraction, _ = em.profile_fractions(alpha, beta, torch.zeros(1), edges)
     assert abs(centres[fraction[0].argmax()] - t_max) <= 0.125 + 1e-6
     g = torch.Generator().manual_seed(1)
-    alpha, beta = em.longitudinal_parameters(e, PB_LAR.z_eff, PB_LAR.critical_mev, generator=g)
+    alpha, beta = em.longitudinal_parameters(e, medium.z_eff, medium.critical_mev, generator=g)
     fraction, mean_depth = em.profile_fractions(alpha, beta, torch.zeros_like(e), edges)
     assert abs(centres[fraction.mean(0).argmax()] - t_max) <= 0.5
     # the fluctuations are there: the per-shower maxima spread by about sigma(ln T) T
     per_shower_t = (alpha - 1) / beta
-    sigma_ln_t = 1 / (-1.4 + 1.26 * math.log(energy * 1000 / PB_LAR.critical_mev))
+    sigma_ln_t = 1 / (-1.4 + 1.26 * math.log(energy * 1000 / medium.critical_mev))
     assert torch.log(per_shower_t).std().item() == pytest.approx(sigma_ln_t, rel=0.1)
     # the Gamma CDF fractions and first moments are consistent with the closed forms
     assert fraction.sum(1).mean().item() == pytest.approx(1.0, abs=2e-3)
@@ -90,20 +105,17 @@ def test_ninety_percent_of_em_energy_within_one_moliere_radius():
 def test_em_resolution_scales_as_one_over_sqrt_e():
     """sigma/E = a/sqrt(E) (+) b fitted at six energies gives the configured a (10%) and b (0.5%)."""
     energies = np.array([2.0, 5.0, 10.0, 20.0, 50.0, 100.0])
-    resolution = []
-    for energy in energies:
-        out = simulate.showers(2000, particles="e+", energy_range=(energy, energy), seed=4, threshold_mev=0.0)
-        total = out.images.double().sum(1)
-        resolution.append((total.std() / total.mean()).item())
-    design = np.stack([1 / energies, np.ones_like(energies)], 1)
-    (a2, b2), *_ = np.linalg.lstsq(design, np.array(resolution) ** 2, rcond=None)
-    assert math.sqrt(a2) == pytest.approx(0.10, abs=0.012)
-    assert math.sqrt(max(b2, 0)) < 0.012
+    resolution = [
+        relative_spread(simulate.showers(2000, particles="e+", energy_range=(e, e), seed=4, threshold_mev=0.0).images)
+        for e in energies
+    ]
+    a, b = resolution_fit(energies, resolution)
+    assert a == pytest.approx(0.10, abs=0.012)
+    assert b < 0.012
     # doubling the configured stochastic term doubles the fitted one
     physics = simulate.ShowerPhysics(em_stochastic=0.2)
     out = simulate.showers(2000, particles="e+", energy_range=(10, 10), seed=4, threshold_mev=0.0, physics=physics)
-    total = out.images.double().sum(1)
-    assert (total.std() / total.mean()).item() == pytest.approx(math.hypot(0.2 / math.sqrt(10), 0.005), rel=0.1)
+    assert relative_spread(out.images) == pytest.approx(math.hypot(0.2 / math.sqrt(10), 0.005), rel=0.1)
 
 
 def test_pions_are_wider_fluctuate_more_and_read_lower():
@@ -159,3 +171,78 @@ def test_non_interacting_pions_leave_a_mip_track():
     outside[centre] = False
     assert (out.images[track_only][:, outside] == 0).all()
     assert total[track_only].median().item() == pytest.approx(mip, rel=0.1)
+
+
+# ---- the CaloChallenge geometries: W/Si (ds2), and ATLAS's Pb/LAr + Fe/scintillator stack (ds1) ----------
+
+
+def test_ds2_profile_peaks_at_the_w_si_maximum_ninety_percent_within_one_moliere_radius():
+    """ds2: 45 layers of 3.4 mm W/Si (0.81 X0); 50 GeV e+ peak at T(W/Si) and keep ~90% inside R_M = 10.9 mm."""
+    geometry = s2r.geometry.get("calochallenge-ds2")
+    out = simulate.showers(800, geometry=geometry, particles="e+", energy_range=(50, 50), seed=3, threshold_mev=0.0)
+    profile = s2r.shower_features(out.images, geometry).layer_energy.double().mean(0)
+    depth = (torch.arange(45) + 0.5) * (3.4 / W_SI.x0_mm)
+    assert abs(depth[profile.argmax()].item() - em.median_shower_max(50.0, W_SI.critical_mev)) <= 0.81
+    per_r = out.images.view(-1, 45, 16, 9).double().sum((0, 1, 2))
+    cumulative = np.r_[0.0, (torch.cumsum(per_r, 0) / per_r.sum()).numpy()]
+    within = np.interp(W_SI.moliere_mm, geometry.layers[0].r_edges, cumulative)
+    assert within == pytest.approx(0.90, abs=0.03)
+    # 41.85 mm = 3.8 R_M of radius contains ~99% (the rest leaks sideways)
+    assert (out.images.double().sum(1) / 50_000).mean().item() == pytest.approx(0.987, abs=0.01)
+
+
+def test_ds2_resolution_scales_as_one_over_sqrt_e():
+    energies = np.array([5.0, 20.0, 80.0])
+    resolution = [
+        relative_spread(simulate.showers(400, geometry="calochallenge-ds2", particles="e+", energy_range=(e, e),
+                                         seed=4, threshold_mev=0.0).images)
+        for e in energies
+    ]
+    a, b = resolution_fit(energies, resolution)
+    assert a == pytest.approx(0.10, abs=0.015)
+    assert b < 0.015  # the configured 0.5% and the lateral leakage's fluctuation
+
+
+def test_ds2_pions_are_wider_and_read_lower_than_electrons():
+    geometry = s2r.geometry.get("calochallenge-ds2")
+    features = {p: s2r.shower_features(simulate.showers(500, geometry=geometry, particles=p, energy_range=(50, 50),
+                                                        seed=5).images, geometry) for p in ("e+", "pi+")}
+    e, pi = features["e+"], features["pi+"]
+    showering = pi.layer_energy[:, 25] > 1000  # pions with a shower in layer 25
+    assert showering.float().mean() > 0.1
+    assert pi.width_x[showering, 25].mean() > 2 * e.width_x[:, 25].mean()
+    assert pi.total.mean() < 0.5 * e.total.mean()  # 1.3 lambda_I deep: most of the hadronic energy leaks
+
+
+def test_ds1_em_layers_follow_the_pb_lar_profile_behind_the_lar_presampler():
+    """ds1 photons geometry: layer depths add up per medium (11.3 mm LAr = 0.08 X0, then Pb/LAr); 50 GeV e+
+    share their energy among the layers as the Pb/LAr Grindhammer-Peters profile over those X0 edges."""
+    geometry = s2r.geometry.get("calochallenge-ds1-photons")
+    out = simulate.showers(1500, geometry=geometry, particles="e+", energy_range=(50, 50), seed=6, threshold_mev=0.0)
+    layers = s2r.shower_features(out.images, geometry).layer_energy.double()
+    share = (layers / layers.sum(1, keepdim=True)).mean(0)
+    thickness_x0 = [11.3 / LAR.x0_mm, 68.6 / PB_LAR.x0_mm, 255.2 / PB_LAR.x0_mm, 31.9 / PB_LAR.x0_mm,
+                    298.5 / FE_SCINT.x0_mm]
+    edges = torch.tensor([0.0, *thickness_x0]).cumsum(0)
+    alpha, beta = em.longitudinal_parameters(torch.tensor([50.0]), PB_LAR.z_eff, PB_LAR.critical_mev, generator=None)
+    expected, _ = em.profile_fractions(alpha, beta, torch.zeros(1), edges)
+    assert torch.allclose(share, expected[0].double(), atol=0.01)
+    assert share[2] > 0.85  # EMB2 holds the shower
+
+
+def test_ds1_pions_cross_each_layer_in_its_own_interaction_lengths():
+    """ds1 pions: the EM layers are 0.96 lambda_I (LAr + Pb/LAr), the tiles 7.6 lambda_I of Fe/scintillator."""
+    geometry = s2r.geometry.get("calochallenge-ds1-pions")
+    out = simulate.showers(2000, geometry=geometry, particles="pi+", energy_range=(50, 50), seed=7, threshold_mev=0.0)
+    em_layers = s2r.shower_features(out.images, geometry).layer_energy[:, :4].double().sum(1)
+    lambda_em = 11.3 / LAR.lambda_mm + (68.6 + 255.2 + 31.9) / PB_LAR.lambda_mm
+    mip = 11.3 * LAR.mip_mev_per_mm + (68.6 + 255.2 + 31.9) * PB_LAR.mip_mev_per_mm  # 203 MeV
+    track_only = em_layers < 2 * mip
+    # pions that pass the EM layers leave only their MIP track there (a few more interact at the very end)
+    assert math.exp(-lambda_em) <= track_only.float().mean().item() <= math.exp(-lambda_em) + 0.07
+    assert em_layers[track_only].median().item() == pytest.approx(mip, rel=0.05)
+    # the 1.47 m of tiles hold the hadronic showers: little leaks behind them, much more if it were Pb/LAr
+    leak = (out.overflow.double() / 50_000).mean().item()
+    as_pb_lar = simulate.showers(2000, geometry=geometry, particles="pi+", energy_range=(50, 50), seed=7,
+                                 physics=simulate.ShowerPhysics(medium=PB_LAR)).overflow.double() / 50_000
+    assert leak < 0.02 and as_pb_lar.mean().item() > 3 * leak

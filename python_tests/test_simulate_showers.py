@@ -27,10 +27,11 @@ def test_output_types_shapes_and_units():
     assert leak[electrons].mean() < 0.005 and leak[out.labels == 2].mean() > 0.15
 
 
-def test_same_seed_same_output_other_seed_other_output():
-    a = simulate.showers(300, seed=5, effects="default")
-    b = simulate.showers(300, seed=5, effects="default")
-    c = simulate.showers(300, seed=6, effects="default")
+@pytest.mark.parametrize("geometry", ["calogan", "calochallenge-ds1-pions", "calochallenge-ds2"])
+def test_same_seed_same_output_other_seed_other_output(geometry):
+    a = simulate.showers(300, geometry=geometry, seed=5, effects="default")
+    b = simulate.showers(300, geometry=geometry, seed=5, effects="default")
+    c = simulate.showers(300, geometry=geometry, seed=6, effects="default")
     for x, y in zip(a[:3], b[:3]):
         assert torch.equal(x, y)
     assert not torch.equal(a.images, c.images) and not torch.equal(a.energy, c.energy)
@@ -73,8 +74,26 @@ def test_cylindrical_layers_bin_by_r_and_alpha():
     assert features.centroid_x.mean(0).abs().max() < 3.0 and features.centroid_y.mean(0).abs().max() < 3.0
     per_r = out.images.view(400, 6, 16, 5).sum((0, 1, 2))
     assert per_r[0] > per_r[3] > per_r[4]
+    no_depth = Geometry("flat", (Layer("layer_0", 16, 5, kind="cylindrical", r_edges=(0.0, 5.0, 15.0, 40.0, 100.0, 300.0)),))
     with pytest.raises(ValueError, match="depth_mm"):
-        simulate.showers(10, geometry="calochallenge-ds2")
+        simulate.showers(10, geometry=no_depth)
+
+
+@pytest.mark.parametrize("name", ["calochallenge-ds1-photons", "calochallenge-ds1-pions", "calochallenge-ds2",
+                                  "calochallenge-ds3"])
+def test_every_calochallenge_geometry_simulates(name):
+    geometry = s2r.geometry.get(name)
+    out = simulate.showers(60, geometry=name, seed=1, particles="e+", energy_range=(20, 20))
+    assert out.images.shape == (60, geometry.n_cells) and out.geometry is geometry
+    assert out.images.sum(1).mean().item() == pytest.approx(19_700, rel=0.03)  # ~1% leaks sideways in ds2/ds3
+    real = simulate.showers(60, geometry=name, seed=1, effects="default")
+    assert real.images.shape == (60, geometry.n_cells) and (real.images >= 0).all()
+
+
+def test_unknown_medium_names_the_layer_and_the_known_media():
+    geometry = Geometry("odd", (Layer("front", 2, 2, cell_size=(10.0, 10.0), depth_mm=50.0, medium="lead_glass"),))
+    with pytest.raises(s2r.geometry.GeometryError, match=r"layer 'front': unknown medium 'lead_glass'.*fe_scint"):
+        simulate.showers(10, geometry=geometry)
 
 
 def test_bad_arguments():
@@ -84,5 +103,5 @@ def test_bad_arguments():
         simulate.showers(10, energy_range=(0, 10))
     with pytest.raises(ValueError, match="energy_distribution"):
         simulate.showers(10, energy_distribution="gaussian")
-    with pytest.raises(ValueError, match="depth_mm"):
+    with pytest.raises(ValueError, match="geometry 'hcal' layer 'depth1' needs depth_mm and cell_size"):
         simulate.showers(10, geometry="hcal")

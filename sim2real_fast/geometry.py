@@ -7,7 +7,7 @@ layers in order and row-major within a layer: cell = layer_offsets[layer] + row 
 Presets (:func:`get`, :func:`available`):
 
 - ``calogan``: layer_0 3 x 96 cells of 160 x 5 mm, layer_1 12 x 12 of 40 x 40 mm, layer_2 12 x 6 of
-  40 x 80 mm, 90 / 347 / 43 mm deep (Paganini et al., arXiv:1705.02355); the HDF5 keys ``layer_0/1/2``
+  40 x 80 mm, 90 / 347 / 43 mm deep, medium ``pb_lar`` (Paganini et al., arXiv:1705.02355); the HDF5 keys ``layer_0/1/2``
   are (N, rows, cols), so ``torch.cat([layer_0.flatten(1), ...], 1)`` is the flat order.
 - ``calochallenge-ds1-photons`` (368 voxels), ``calochallenge-ds1-pions`` (533), ``calochallenge-ds2``
   (45 x 16 x 9 = 6480), ``calochallenge-ds3`` (45 x 50 x 18 = 40500): parsed from CaloChallenge/homepage
@@ -15,21 +15,50 @@ Presets (:func:`get`, :func:`available`):
   ``_geometries/<name>.json``. Layers are cylindrical: rows = alpha bins, cols = r bins, so the
   challenge's order "r fastest, then alpha, then layer" is the row-major rule. Layers the XML lists
   with no voxels (``r_edges="0"``) hold no data and are left out; each kept layer keeps its XML id
-  in its name (``layer_12``), as CaloChallenge's ``relevantLayers`` do. Regenerate with::
+  in its name (``layer_12``), as CaloChallenge's ``relevantLayers`` do. The XMLs have no depths or
+  materials; the shipped files add them so that the showers can be simulated:
 
+  - ds2, ds3 (Geant4 example Par04): 90 periods of 1.4 mm W + 0.3 mm Si read out in 45 layers of two
+    periods, ``depth_mm`` 3.4 each, ``medium`` ``w_si`` (0.81 X0 a layer, 36 X0 in all).
+  - ds1 (ATLAS barrel at |eta| 0.20-0.25, depths times cosh(0.225) = 1.025): ``layer_0`` presampler,
+    11.3 mm of ``lar``; ``layer_1/2/3`` EMB1-3, 4.3 / 16 / 2 X0 of ``pb_lar`` = 68.6 / 255.2 / 31.9 mm;
+    ``layer_12/13/14`` TileBar0-2, 1.5 / 4.1 / 1.8 lambda_I of ``fe_scint`` = 298.5 / 815.8 / 358.2 mm
+    (ATLAS TDRs). The ~2 X0 of material in front of the presampler and the cryostat between EMB3 and
+    the tiles are not described (no dead material).
+
+  Regenerate with::
+
+      ds1 = {"layer_0": (11.3, "lar"), "layer_1": (68.6, "pb_lar"), "layer_2": (255.2, "pb_lar"),
+             "layer_3": (31.9, "pb_lar"), "layer_12": (298.5, "fe_scint"), "layer_13": (815.8, "fe_scint"),
+             "layer_14": (358.2, "fe_scint")}
+      depth, medium = {k: d for k, (d, _) in ds1.items()}, {k: m for k, (_, m) in ds1.items()}
       for name, xml in {"ds1-photons": "1_photons", "ds1-pions": "1_pions", "ds2": "2", "ds3": "3"}.items():
-          geometry = from_calochallenge_xml(f"{xml_dir}/binning_dataset_{xml}.xml", name=f"calochallenge-{name}")
+          extra = dict(depth_mm=depth, medium=medium) if name.startswith("ds1") else dict(depth_mm=3.4, medium="w_si")
+          geometry = from_calochallenge_xml(f"{xml_dir}/binning_dataset_{xml}.xml", name=f"calochallenge-{name}", **extra)
           geometry.to_json(f"sim2real_fast/_geometries/calochallenge-{name}.json")
 
 - ``hcal``: CMS HCAL DQM occupancy maps as in ML4DQM's 2017 HDF5 file, 7 layers ``depth1``..``depth7``
   of 72 iphi rows x 84 ieta cols: the file's per-depth (LS, 72 iphi, 84 ieta) arrays flatten without
   a transpose. No cell sizes (the grid is in ieta/iphi, not mm).
 
-User geometries come from a dict, JSON or YAML file with the keys of :meth:`Geometry.to_dict`.
+User geometries come from a dict, JSON or YAML file with the keys of :meth:`Geometry.to_dict`::
+
+    {"name": "mine", "source": "optional text", "medium": "pb_lar",        # medium: optional default
+     "layers": [{"name": "front", "rows": 8, "cols": 8, "cell_size": [20, 20], "depth_mm": 100},
+                {"name": "back", "rows": 4, "cols": 4, "cell_size": [60, 60], "depth_mm": 400,
+                 "medium": "fe_scint"},                                   # a layer's own medium
+                {"name": "ring", "rows": 16, "cols": 3, "kind": "cylindrical", "r_edges": [0, 5, 20, 80]}]}
+
+``rows``, ``cols`` and ``name`` are required; ``cell_size`` [row, col] (mm, Cartesian only),
+``r_edges`` (cols + 1 increasing mm, cylindrical only), ``depth_mm`` (> 0) and ``medium`` (a
+lower-case name) are optional. :func:`sim2real_fast.simulate.showers` needs ``depth_mm`` on every
+layer (and ``cell_size`` on Cartesian ones); a layer's medium is its own ``medium``, else the
+geometry's, else ``pb_lar``, and must name one of ``sim2real_fast.simulate.medium.MEDIA``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -40,7 +69,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -71,8 +100,9 @@ class Layer:
     """One layer: a rows x cols grid of cells.
 
     ``cell_size`` is (row_size, col_size) in mm and ``depth_mm`` the thickness, None where unknown.
-    ``kind="cylindrical"`` layers (CaloChallenge) have rows = alpha bins over [-pi, pi) and
-    cols = r bins with edges ``r_edges`` (cols + 1 values, mm).
+    ``medium`` names the layer's material (a key of :data:`sim2real_fast.simulate.medium.MEDIA`, e.g.
+    ``"pb_lar"``); None: the geometry's ``medium``. ``kind="cylindrical"`` layers (CaloChallenge) have
+    rows = alpha bins over [-pi, pi) and cols = r bins with edges ``r_edges`` (cols + 1 values, mm).
     """
 
     name: str
@@ -82,6 +112,7 @@ class Layer:
     depth_mm: float | None = None
     kind: str = "cartesian"
     r_edges: tuple[float, ...] | None = None
+    medium: str | None = None
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
@@ -97,6 +128,7 @@ class Layer:
             ok = _is_number(self.depth_mm) and self.depth_mm > 0
             _require(ok, "depth_mm", "a positive number (mm)", self.depth_mm)
             object.__setattr__(self, "depth_mm", float(self.depth_mm))
+        _check_medium(self.medium)
         if self.kind == "cylindrical":
             edges = self.r_edges
             ok = (
@@ -128,10 +160,12 @@ class Geometry:
     name: str
     layers: tuple[Layer, ...]
     source: str = ""
+    medium: str | None = None
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
         _require(isinstance(self.source, str), "source", "a string", self.source)
+        _check_medium(self.medium)
         layers = tuple(self.layers) if isinstance(self.layers, (list, tuple)) else ()
         _require(len(layers) > 0, "layers", "a non-empty list of layers", self.layers)
         for i, layer in enumerate(layers):
@@ -185,7 +219,11 @@ class Geometry:
 
     def __getstate__(self) -> dict:
         """Pickle the description only; the index tables are rebuilt on first use."""
-        return {"name": self.name, "layers": self.layers, "source": self.source}
+        return {"name": self.name, "layers": self.layers, "source": self.source, "medium": self.medium}
+
+    def layer_media(self) -> tuple[str | None, ...]:
+        """Each layer's medium name: its own ``medium``, else the geometry's (None where neither names one)."""
+        return tuple(layer.medium or self.medium for layer in self.layers)
 
     def _table(self, device: torch.device) -> torch.Tensor:
         device = torch.device(device)
@@ -349,14 +387,15 @@ class Geometry:
             entry = {f.name: getattr(layer, f.name) for f in fields(Layer)}
             entry = {k: list(v) if isinstance(v, tuple) else v for k, v in entry.items() if v is not None}
             layers.append(entry)
-        return {"name": self.name, "source": self.source, "layers": layers}
+        description = {"name": self.name, "source": self.source, "medium": self.medium, "layers": layers}
+        return {k: v for k, v in description.items() if v is not None}
 
     @classmethod
     def from_dict(cls, description: dict, *, origin: str = "<dict>") -> Geometry:
         """Build from :meth:`to_dict`'s format; errors name ``origin`` (the file) and the key."""
         try:
             _require(isinstance(description, dict), "top level", "a mapping", type(description).__name__)
-            _reject_unknown(description, ("name", "source", "layers"), "")
+            _reject_unknown(description, ("name", "source", "medium", "layers"), "")
             _require("name" in description, "name", "a geometry name", None)
             raw_layers = description.get("layers")
             _require(isinstance(raw_layers, list) and raw_layers, "layers", "a non-empty list", raw_layers)
@@ -370,7 +409,7 @@ class Geometry:
                     layers.append(Layer(**raw))
                 except GeometryError as error:
                     raise GeometryError(f"layers[{i}].{error}") from None
-            return cls(description["name"], tuple(layers), description.get("source", ""))
+            return cls(description["name"], tuple(layers), description.get("source", ""), description.get("medium"))
         except GeometryError as error:
             raise GeometryError(f"{origin}: {error}") from None
 
@@ -422,6 +461,12 @@ def _reject_unknown(mapping: dict, known: tuple[str, ...], prefix: str) -> None:
         raise GeometryError(f"{prefix}{unknown}: unknown key; expected one of {', '.join(known)}")
 
 
+def _check_medium(medium: Any) -> None:
+    """A medium is named by a lower-case identifier (the simulator checks the name is known)."""
+    ok = medium is None or (isinstance(medium, str) and medium.isidentifier() and medium == medium.lower())
+    _require(ok, "medium", 'a medium name such as "pb_lar", "w_si", "fe_scint" or "lar"', medium)
+
+
 def _check_integer(arg: str, value: torch.Tensor) -> None:
     is_tensor = isinstance(value, torch.Tensor)
     if not is_tensor or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
@@ -430,12 +475,19 @@ def _check_integer(arg: str, value: torch.Tensor) -> None:
 
 
 def from_calochallenge_xml(
-    path: str | os.PathLike, *, particle: str | int | None = None, name: str | None = None
+    path: str | os.PathLike,
+    *,
+    particle: str | int | None = None,
+    name: str | None = None,
+    depth_mm: float | Mapping[str, float] | None = None,
+    medium: str | Mapping[str, str] | None = None,
 ) -> Geometry:
     """Read a CaloChallenge binning XML (``<Bins><Bin name= pid=><Layer id= r_edges= n_bin_alpha=>``).
 
     ``particle`` picks the ``<Bin>`` by name or pid (needed only when the file has several).
     Layers without voxels (``r_edges="0"``) are left out; kept layers are named ``layer_<id>``.
+    The XML has no depths or materials: ``depth_mm`` (one value, or one per kept layer name) and
+    ``medium`` (the geometry's, or one per kept layer name) add them, for the simulator.
     """
     path = Path(path)
     all_bins = ET.parse(path).getroot().findall("Bin")
@@ -459,9 +511,28 @@ def from_calochallenge_xml(
             raise GeometryError(f"{where}: {error}") from None
         except ValueError:
             raise GeometryError(f"{where}: expected numeric r_edges and n_bin_alpha") from None
-    bin_label = f"<Bin name={selected.get('name')!r} pid={selected.get('pid')!r}>"
-    source = f"CaloChallenge/homepage code/{path.name}, {bin_label}"
-    return Geometry(name or path.stem, tuple(layers), source)
+    names = [layer.name for layer in layers]
+    extra: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for key, value in (("depth_mm", depth_mm), ("medium", medium)):
+        if isinstance(value, Mapping):
+            missing = [n for n in names if n not in value]
+            unknown = [n for n in value if n not in names]
+            if missing or unknown:
+                raise GeometryError(
+                    f"{path}: {key}: expected one value per kept layer {names}; missing {missing}, unknown {unknown}"
+                )
+            for n in names:
+                extra[n][key] = value[n]
+        elif value is not None and key == "depth_mm":
+            for n in names:
+                extra[n][key] = value
+    try:
+        layers = [dataclasses.replace(layer, **extra[layer.name]) for layer in layers]
+        bin_label = f"<Bin name={selected.get('name')!r} pid={selected.get('pid')!r}>"
+        source = f"CaloChallenge/homepage code/{path.name}, {bin_label}"
+        return Geometry(name or path.stem, tuple(layers), source, None if isinstance(medium, Mapping) else medium)
+    except GeometryError as error:
+        raise GeometryError(f"{path}: {error}") from None
 
 
 _CALOGAN = Geometry(
@@ -472,6 +543,7 @@ _CALOGAN = Geometry(
         Layer("layer_2", 12, 6, cell_size=(40.0, 80.0), depth_mm=43.0),
     ),
     "CaloGAN (Paganini et al., arXiv:1705.02355): Pb/LAr, HDF5 keys layer_0/1/2 of shape (N, rows, cols)",
+    medium="pb_lar",
 )
 
 _HCAL = Geometry(

@@ -35,14 +35,18 @@ class DetectorEffects:
         lateral_scale: every shower radius times this (1 = as simulated).
         longitudinal_shift_x0: every shower starts this much deeper, in X0.
         miscalibration: relative rms of the per-cell calibration factors 1 + m z, z ~ N(0, 1).
-        noise_mev: Gaussian electronic noise per cell and event, MeV: one value, or one per layer.
+        noise_mev: Gaussian electronic noise per cell and event, MeV: one value for every layer, or a
+            tuple of k values spread over the layers front to back in k equal groups: layer i of L gets
+            value floor(i k / L), so k = L is one per layer and the presets' CaloGAN values (front /
+            middle / back) carry over to any geometry (ds1 photons, 5 layers: 20, 20, 40, 40, 20).
         zero_suppression_sigma: a cell reads 0 below max(readout threshold, this x its noise).
         dead_fraction: fraction of cells that read 0.
         hot_fraction: fraction of cells that add ``hot_mev`` (times 1 + 10% Gaussian) every event.
         hot_mev: the hot cells' extra energy, MeV.
         crosstalk: fraction of a cell's energy that leaks to each neighbour along the columns
             (eta: the fine 5 mm direction of CaloGAN's strips) in ``crosstalk_layer``; energy is conserved.
-        crosstalk_layer: the layer with strip cross-talk (skipped if the geometry has no such layer).
+        crosstalk_layer: the layer with strip cross-talk (skipped if the geometry has no such layer;
+            in a cylindrical layer the columns are the r bins).
         pileup_occupancy: mean number of pile-up deposits per cell and event (Poisson, uniform cells).
         pileup_mev: mean energy of a pile-up deposit (exponential), MeV.
         detector_seed: seed of the fixed detector maps (calibration, dead and hot cells).
@@ -67,6 +71,9 @@ class DetectorEffects:
             value = getattr(self, f.name)
             if f.name in ("crosstalk_layer", "detector_seed"):
                 continue
+            if isinstance(value, tuple) and (f.name != "noise_mev" or not value):
+                raise ValueError(f"DetectorEffects.{f.name}: expected a number or Randomized"
+                                 + (" (or a non-empty tuple of them)" if f.name == "noise_mev" else "") + f", got {value!r}")
             for knob in value if isinstance(value, tuple) else (value,):
                 low, high = (knob.low, knob.high) if isinstance(knob, Randomized) else (knob, knob)
                 bound = 0.5 if f.name == "crosstalk" else 1.0 if f.name.endswith(("_fraction", "_occupancy")) else None
@@ -121,12 +128,8 @@ class _Detector:
     def __init__(self, effects: DetectorEffects, geometry) -> None:
         self.effects, self.geometry = effects, geometry
         n_cells, n_layers = geometry.n_cells, geometry.n_layers
-        noise = effects.noise_mev if isinstance(effects.noise_mev, tuple) else (effects.noise_mev,) * n_layers
-        if len(noise) != n_layers:
-            raise ValueError(
-                f"noise_mev: expected one value or {n_layers} (one per layer of {geometry.name!r}), got {noise}"
-            )
-        self.noise = noise
+        noise = effects.noise_mev if isinstance(effects.noise_mev, tuple) else (effects.noise_mev,)
+        self.noise = tuple(noise[i * len(noise) // n_layers] for i in range(n_layers))
         self.layer_of_cell = torch.repeat_interleave(
             torch.arange(n_layers), torch.tensor([layer.n_cells for layer in geometry.layers])
         )

@@ -38,10 +38,15 @@ _ALPHA_MIN = 1.05  # keeps T = (alpha-1)/beta > 0 in the rare far tails of the l
 
 
 def longitudinal_parameters(
-    energy_gev: torch.Tensor, z_eff: float, critical_mev: float, *, generator: torch.Generator | None
+    energy_gev: torch.Tensor,
+    z_eff: float | torch.Tensor,
+    critical_mev: float | torch.Tensor,
+    *,
+    generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(alpha, beta) per shower, (N,) each, beta in 1/X0; correlated ln T / ln alpha fluctuations
-    from ``generator``, or the parametrised medians (no fluctuation) when it is None."""
+    """(alpha, beta) per shower, (N,) each, beta in 1/X0; z_eff and critical_mev one medium's or (N,)
+    per shower. Correlated ln T / ln alpha fluctuations from ``generator``, or the parametrised medians
+    (no fluctuation) when it is None."""
     ln_y = torch.log(energy_gev * 1000.0 / critical_mev).clamp_min(2.0)  # y > 7.4: the fit's range is y >> 1
     mu_t = torch.log(ln_y - 0.812)
     mu_a = torch.log(0.81 + (0.458 + 2.26 / z_eff) * ln_y)
@@ -79,9 +84,9 @@ def profile_fractions(
 
 
 def radial_parameters(
-    energy_gev: torch.Tensor, tau: torch.Tensor, z_eff: float
+    energy_gev: torch.Tensor, tau: torch.Tensor, z_eff: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(R_C, R_T, p) in Moliere radii; energy_gev broadcasts against tau (tau = t / T)."""
+    """(R_C, R_T, p) in Moliere radii; energy_gev and z_eff broadcast against tau (tau = t / T)."""
     ln_e = torch.log(energy_gev)
     r_core = 0.0251 + 0.00319 * ln_e + (0.1162 - 0.000381 * z_eff) * tau
     k1 = 0.659 - 0.00309 * z_eff
@@ -110,6 +115,8 @@ def radius_from_uniforms(
     return torch.where(pick < p_core, r_core, r_tail) * torch.sqrt(u / (1 - u))
 
 
-def median_shower_max(energy_gev: float, critical_mev: float) -> float:
-    """T = exp(<ln T>) = ln y - 0.812 in X0: the parametrised depth of the maximum (from the start)."""
-    return math.log(energy_gev * 1000.0 / critical_mev) - 0.812
+def median_shower_max(energy_gev: float | torch.Tensor, critical_mev: float | torch.Tensor) -> float | torch.Tensor:
+    """T = exp(<ln T>) = ln y - 0.812 in X0: the parametrised depth of the maximum (from the start);
+    floats, or tensors that broadcast."""
+    y = energy_gev * 1000.0 / critical_mev
+    return (torch.log(y) if isinstance(y, torch.Tensor) else math.log(y)) - 0.812

@@ -17,9 +17,9 @@ import torch
 __all__ = ["em_fraction", "interaction_depth", "nonem_profile"]
 
 
-def interaction_depth(n: int, lambda_x0: float, *, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
-    """(n,) depths of the first inelastic interaction in X0 (exponential, mean lambda_I / X0)."""
-    return torch.empty(n, dtype=dtype).exponential_(1.0 / lambda_x0, generator=generator)
+def interaction_depth(n: int, *, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+    """(n,) depths of the first inelastic interaction in lambda_I (exponential, mean 1)."""
+    return torch.empty(n, dtype=dtype).exponential_(1.0, generator=generator)
 
 
 def em_fraction(
@@ -32,9 +32,9 @@ def em_fraction(
     return (mean + sigma * z).clamp(0.0, 1.0)
 
 
-def nonem_profile(energy_gev: torch.Tensor, lambda_x0: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(alpha, beta) of the non-EM Gamma profile, beta in 1/X0."""
+def nonem_profile(energy_gev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, beta) of the non-EM Gamma profile, beta in 1/lambda_I."""
     ln_e = torch.log(energy_gev)
     alpha = 0.6165 + 0.3183 * ln_e
     rate = 0.9099 - 0.0237 * ln_e
-    return alpha.clamp_min(0.3), rate / lambda_x0
+    return alpha.clamp_min(0.3), rate

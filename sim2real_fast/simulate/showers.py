@@ -3,12 +3,14 @@
 Per event: a longitudinal profile per shower component (EM: Grindhammer-Peters, hep-ex/0001020;
 pions: :mod:`.hadronic`) gives the energy in depth slices of about ``slice_x0`` X0 inside each
 layer (torch.special.gammainc; what lies behind the last layer is lost and recorded as ``overflow``).
+Each layer is made of its own medium (:mod:`.medium`): depths add up in each layer's X0 (EM) and
+lambda_I (hadronic), and the lateral scales are the slice's medium's Moliere radius and lambda_I.
 Sampling fluctuations: the visible energy of a slice is Gamma distributed with mean E and variance
 q E (q = stochastic^2 in GeV, so sigma/E = stochastic/sqrt(E) for the sum), times a per-event
 constant-term factor 1 + constant z. The visible energy is then spread laterally by energy spots
 (GFlash, Grindhammer et al., Proc. CHEP 1989): radii from the two-component radial profile at the
 slice's mean depth tau = t/T (inverse CDF), uniform azimuth; each spot lands in the cell under it
-(spots outside the layer are lost) and cells are summed by :func:`sim2real_fast.hits_to_image`.
+(spots outside the layer are lost) and cells are summed by one :func:`sim2real_fast.hits_to_image`.
 Spots carry equal shares of their slice's visible energy, about E / ``spot_gev`` of them per
 shower but at most ``max_spots`` (+ one per slice): energy fluctuations come from the Gamma
 draws, not from the spot count, so the spot count only sets the granularity of the lateral sampling.
@@ -29,7 +31,7 @@ from ..ops.hits_to_image import hits_to_image
 from . import em, hadronic
 from .effects import PRESETS, DetectorEffects, _Detector, apply_cell_effects, get_effects
 from .knobs import Knob, draw
-from .medium import PB_LAR, Medium
+from .medium import MEDIA, Medium, get_medium
 
 __all__ = ["PARTICLES", "ShowerPhysics", "SimulatedShowers", "showers"]
 
@@ -66,7 +68,8 @@ class ShowerPhysics:
         longitudinal_fluctuations: correlated ln T / ln alpha fluctuations on (True) or the median profile.
         slice_x0: depth slices' target thickness in X0 (radial profile and spots evaluated per slice).
         spot_gev: energy per lateral spot (before the cap); max_spots: cap on spots per shower.
-        medium: the calorimeter's effective material.
+        medium: one material for every layer; None (default): each layer's ``medium`` from the
+            geometry (its own, else the geometry's, else ``pb_lar``; names from :data:`.medium.MEDIA`).
     """
 
     em_stochastic: Knob = 0.10
@@ -83,35 +86,71 @@ class ShowerPhysics:
     slice_x0: float = 2.0
     spot_gev: float = 0.01
     max_spots: int = 256
-    medium: Medium = PB_LAR
+    medium: Medium | None = None
 
     def replace(self, **changes) -> ShowerPhysics:
         return dataclasses.replace(self, **changes)
 
 
 class _Layout:
-    """Depth slices (X0) of a geometry's layers and the per-layer lookup (x, y in mm) -> cell in the layer."""
+    """A geometry's depth slices in X0 and lambda_I, their media, and the per-layer lookup (x, y in mm) -> cell.
 
-    def __init__(self, geometry: _geometry.Geometry, medium: Medium, slice_x0: float) -> None:
-        edges, self.layer_slices = [0.0], []
-        for layer in geometry.layers:
+    Each layer is cut into ``ceil(depth / slice_x0)`` equal slices; depths add up layer by layer, each
+    layer's thickness counted in its own medium's X0 (EM profiles) and lambda_I (hadronic profiles), so a
+    stack of different media is one depth axis in each unit. Per-slice tensors (S,): the medium's
+    Moliere radius and lambda_I (mm) and a MIP's visible energy per X0 of depth (GeV).
+    """
+
+    def __init__(self, geometry: _geometry.Geometry, medium: Medium | None, slice_x0: float) -> None:
+        media = []
+        for layer, name in zip(geometry.layers, geometry.layer_media()):
             if layer.depth_mm is None or (layer.kind == "cartesian" and layer.cell_size is None):
-                raise ValueError(
+                raise _geometry.GeometryError(
                     f"simulate: geometry {geometry.name!r} layer {layer.name!r} needs depth_mm"
                     + (" and cell_size (mm)" if layer.kind == "cartesian" else "")
                     + " to place showers; give them in the geometry description"
                 )
-            depth = layer.depth_mm / medium.x0_mm
+            if medium is None and (name or "pb_lar") not in MEDIA:
+                raise _geometry.GeometryError(
+                    f"simulate: geometry {geometry.name!r} layer {layer.name!r}: unknown medium {name!r}; "
+                    f"expected one of {sorted(MEDIA)}"
+                )
+            media.append(medium or get_medium(name or "pb_lar"))
+        edges, lambda_edges, slice_layer, self.layer_slices = [0.0], [0.0], [], []
+        for i, (layer, m) in enumerate(zip(geometry.layers, media)):
+            depth, depth_lambda = layer.depth_mm / m.x0_mm, layer.depth_mm / m.lambda_mm
             n_sub = max(1, math.ceil(depth / slice_x0 - 1e-9))
             self.layer_slices.append((len(edges) - 1, len(edges) - 1 + n_sub))
-            edges += [edges[-1] + depth * (j + 1) / n_sub for j in range(n_sub)]
-        self.edges = torch.tensor(edges)
+            x0_start, lambda_start = edges[-1], lambda_edges[-1]
+            edges += [x0_start + depth * (j + 1) / n_sub for j in range(n_sub)]
+            lambda_edges += [lambda_start + depth_lambda * (j + 1) / n_sub for j in range(n_sub)]
+            slice_layer += [i] * n_sub
+        self.edges, self.lambda_edges = torch.tensor(edges), torch.tensor(lambda_edges)
         self.n_slices = len(edges) - 1
+        self.layer_edges = self.edges[[0, *(last for _, last in self.layer_slices)]]  # (L+1,) X0
+        self.layer_z = torch.tensor([m.z_eff for m in media])
+        self.layer_critical = torch.tensor([m.critical_mev for m in media])
+        slice_media = [media[i] for i in slice_layer]
+        self.moliere_mm = torch.tensor([m.moliere_mm for m in slice_media])
+        self.lambda_mm = torch.tensor([m.lambda_mm for m in slice_media])
+        self.mip_gev_per_x0 = torch.tensor([m.x0_mm * m.mip_mev_per_mm / 1000 for m in slice_media])
         self.layers = geometry.layers
-        self.n_cells = [layer.n_cells for layer in geometry.layers]
+        self.layer_offsets, self.n_cells = geometry.layer_offsets, geometry.n_cells
         self.r_edges = [
             torch.tensor(layer.r_edges) if layer.kind == "cylindrical" else None for layer in geometry.layers
         ]
+
+    def to_lambda(self, depth_x0: torch.Tensor) -> torch.Tensor:
+        """X0 depths -> lambda_I depths (piecewise linear over the slices; the last medium continues)."""
+        return _interpolate(depth_x0, self.edges, self.lambda_edges)
+
+    def to_x0(self, depth_lambda: torch.Tensor) -> torch.Tensor:
+        """lambda_I depths -> X0 depths (the inverse of :meth:`to_lambda`)."""
+        return _interpolate(depth_lambda, self.lambda_edges, self.edges)
+
+    def layer_at(self, depth_x0: torch.Tensor) -> torch.Tensor:
+        """Index of the layer holding each X0 depth (the first / last layer before / behind the stack)."""
+        return torch.bucketize(depth_x0, self.layer_edges[1:-1], right=True)
 
     def locate(self, layer: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cell index within ``layer`` (row-major) and an inside-the-layer mask for points (x, y) in mm.
@@ -133,6 +172,13 @@ class _Layout:
         row = torch.floor(y * (1 / row_size) + rows / 2)
         inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
         return (row * cols + col).long(), inside
+
+
+def _interpolate(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear f(x) through increasing knots (xp, fp), extended linearly beyond both ends."""
+    i = torch.bucketize(x, xp[1:-1], right=True)
+    x0, x1, f0, f1 = xp[i], xp[i + 1], fp[i], fp[i + 1]
+    return f0 + (x - x0) * ((f1 - f0) / (x1 - x0))
 
 
 def _draw_physics(physics: ShowerPhysics, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -162,40 +208,50 @@ def _batch(
     g: torch.Generator,
     g_cells: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (n, n_cells) MeV, overflow (n,) MeV) for one batch."""
-    n, medium = labels.shape[0], physics.medium
+    """(images (n, n_cells) MeV, overflow (n,) MeV) for one batch.
+
+    Depths are in X0 (EM profiles, the MIP track) or lambda_I (the pion's interaction and non-EM
+    profile), converted through the layout's slices, so each layer counts in its own medium's units.
+    """
+    n = labels.shape[0]
     par = _draw_physics(physics, n, g)
     lateral = draw(effects.lateral_scale, n, g)
     shift = draw(effects.longitudinal_shift_x0, n, g)
     e_gev = energy.float()
     edges, t_end = layout.edges, float(layout.edges[-1])
-    lambda_x0 = medium.lambda_mm / medium.x0_mm
+    lambda_edges, l_end = layout.lambda_edges, float(layout.lambda_edges[-1])
     is_gamma, is_pion = labels == PARTICLES["gamma"], labels == PARTICLES["pi+"]
 
     conversion = torch.empty(n).exponential_(1.0, generator=g) * par["photon_conversion_x0"]
-    t_int = hadronic.interaction_depth(n, lambda_x0, generator=g)
-    interacts = t_int < t_end
+    l_int = hadronic.interaction_depth(n, generator=g)  # lambda_I
+    t_int = layout.to_x0(l_int)
+    interacts = l_int < l_end
     f_em = hadronic.em_fraction(e_gev, par["em_fraction_sigma"], generator=g)
     f_em = torch.where(is_pion, f_em * interacts, 1.0)
     e_em = e_gev * f_em
     e_had = torch.where(is_pion & interacts, e_gev * (1 - f_em) * par["h_over_e"], 0.0)
 
-    # EM component (electrons, photons, the pions' pi0 part)
+    # EM component (electrons, photons, the pions' pi0 part), with the Z_eff and E_c of the medium at its
+    # median maximum (the start's medium gives that depth: thin front layers do not set the parameters)
     start = torch.where(is_gamma, conversion, torch.where(is_pion, t_int, 0.0)) + shift
     e_param = e_em.clamp_min(0.1)  # parameters of an empty EM part are never used
+    first = layout.layer_at(start)
+    medium = layout.layer_at(start + em.median_shower_max(e_param, layout.layer_critical[first]).clamp_min(0))
+    z_eff, critical = layout.layer_z[medium], layout.layer_critical[medium]
     alpha, beta = em.longitudinal_parameters(
-        e_param, medium.z_eff, medium.critical_mev, generator=g if physics.longitudinal_fluctuations else None
+        e_param, z_eff, critical, generator=g if physics.longitudinal_fluctuations else None
     )
     fraction, mean_depth = em.profile_fractions(alpha, beta, start, edges)
     tau = mean_depth * beta[:, None] / (alpha - 1)[:, None]
-    r_core, r_tail, p_core = em.radial_parameters(e_param[:, None], tau, medium.z_eff)
-    scale = (medium.moliere_mm * lateral)[:, None]
+    r_core, r_tail, p_core = em.radial_parameters(e_param[:, None], tau, z_eff[:, None])
+    scale = layout.moliere_mm * lateral[:, None]  # (n, S) mm per Moliere radius
     tail_em = 1 - torch.special.gammainc(alpha, (beta * (t_end - start)).clamp_min(0))
 
-    # non-EM component of pions
-    a_had, b_had = hadronic.nonem_profile(e_gev, lambda_x0)
-    fraction_had, _ = em.profile_fractions(a_had, b_had, t_int + shift, edges)
-    tail_had = 1 - torch.special.gammainc(a_had, (b_had * (t_end - t_int - shift)).clamp_min(0))
+    # non-EM component of pions, in lambda_I from the (shifted) interaction point
+    a_had, b_had = hadronic.nonem_profile(e_gev)
+    l_start = layout.to_lambda(t_int + shift)
+    fraction_had, _ = em.profile_fractions(a_had, b_had, l_start, lambda_edges)
+    tail_had = 1 - torch.special.gammainc(a_had, (b_had * (l_end - l_start)).clamp_min(0))
     overflow = 1000 * (e_em * tail_em + e_had * tail_had)
 
     constant = (1 + par["em_constant"] * torch.randn(n, generator=g)).clamp_min(0)[:, None]
@@ -207,12 +263,12 @@ def _batch(
     length = (torch.minimum(track_end, edges[1:]) - edges[:-1]).clamp_min(0)
     s = par["mip_landau_sigma"][:, None]
     landau = torch.exp(s * torch.randn(n, layout.n_slices, generator=g) - s**2 / 2)
-    visible_mip = length * (medium.x0_mm * medium.mip_mev_per_mm / 1000) * landau
+    visible_mip = length * layout.mip_gev_per_x0 * landau
 
     visible = torch.stack([visible_em, visible_had, visible_mip], 1)  # (n, 3, S) GeV
     zeros = torch.zeros_like(r_core)
-    had_core = (par["had_core_lambda"] * medium.lambda_mm * lateral)[:, None].expand_as(r_core)
-    had_tail = (par["had_tail_lambda"] * medium.lambda_mm * lateral)[:, None].expand_as(r_core)
+    had_core = par["had_core_lambda"][:, None] * layout.lambda_mm * lateral[:, None]  # (n, S) mm
+    had_tail = par["had_tail_lambda"][:, None] * layout.lambda_mm * lateral[:, None]
     # the pions' pi0 sub-showers start spread over the hadronic core: add its radius in quadrature
     spread = torch.where(is_pion[:, None], had_core, 0.0)
     radius_core = torch.stack([torch.hypot(r_core * scale, spread), had_core, zeros], 1)
@@ -225,38 +281,46 @@ def _batch(
     spots[:, 2] = (visible_mip > 0).float()
     table = torch.stack([1000 * visible / spots.clamp_min(1), radius_core, radius_tail, probability], -1)
     spots = spots.long()
-    plain = detector is None
-    images = []
+    # every layer's spots go to one hit list, event by event and within an event layer by layer
+    counts = torch.stack([spots[:, :, a:b].sum((1, 2)) for a, b in layout.layer_slices], 1)  # (n, L)
+    offsets = torch.zeros(n + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(counts.sum(1), 0)
+    layer_start = offsets[:-1, None] + torch.cumsum(counts, 1) - counts  # (n, L) first hit of (event, layer)
+    cell = torch.empty(int(offsets[-1]), dtype=torch.long)
+    hit_energy = torch.empty(int(offsets[-1]))
     for i, (first, last) in enumerate(layout.layer_slices):
-        images.append(
-            _deposit(spots[:, :, first:last], table[:, :, first:last], layout, i, threshold if plain else 0.0, g)
-        )
-    images = torch.cat(images, 1)
+        event, rank, local, energy = _deposit(spots[:, :, first:last], table[:, :, first:last], layout, i, g)
+        where = layer_start[event, i] + rank
+        cell[where] = layout.layer_offsets[i] + local
+        hit_energy[where] = energy
+    plain = detector is None
+    images = hits_to_image(offsets, cell, hit_energy, n_cells=layout.n_cells, threshold=threshold if plain else 0.0)
     if not plain:
         images = apply_cell_effects(images, detector, threshold, g_cells)
     return images, overflow
 
 
 def _deposit(
-    spots: torch.Tensor, table: torch.Tensor, layout: _Layout, layer: int, threshold: float, g: torch.Generator
-) -> torch.Tensor:
-    """Spots of one layer -> its cells, (n, layer cells) MeV.
+    spots: torch.Tensor, table: torch.Tensor, layout: _Layout, layer: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Spots of one layer -> (event, rank within the event's spots in this layer, cell in the layer,
+    energy MeV), (H_l,) each, in event order.
 
     spots: (n, C, S_l) spot counts per event, component and depth slice; table: (n, C, S_l, 4) per-spot
     energy (MeV), core radius, tail radius (mm) and core probability. Spots that miss the layer keep
-    their place in the event (so the offsets are the counts) with zero energy.
+    their place (cell 0 of the layer) with zero energy.
     """
-    n = spots.shape[0]
+    per_event = spots[0].numel()
     index = torch.repeat_interleave(torch.arange(spots.numel()), spots.flatten())
-    spot = table.reshape(-1, 4).index_select(0, index)  # (H, 4)
+    spot = table.reshape(-1, 4).index_select(0, index)  # (H_l, 4)
     u = torch.rand(index.shape[0], 3, generator=g)
     radius = em.radius_from_uniforms(spot[:, 1], spot[:, 2], spot[:, 3], u[:, 0], u[:, 1])
     phi = u[:, 2] * (2 * math.pi)
     cell, inside = layout.locate(layer, radius * torch.cos(phi), radius * torch.sin(phi))
-    offsets = torch.zeros(n + 1, dtype=torch.long)
-    offsets[1:] = torch.cumsum(spots.sum((1, 2)), 0)
-    energy = spot[:, 0] * inside
-    return hits_to_image(offsets, cell * inside, energy, n_cells=layout.n_cells[layer], threshold=threshold)
+    event = index // per_event
+    first_of_event = torch.cumsum(spots.sum((1, 2)), 0) - spots.sum((1, 2))
+    rank = torch.arange(index.shape[0]) - first_of_event[event]
+    return event, rank, cell * inside, spot[:, 0] * inside
 
 
 def showers(
@@ -276,7 +340,8 @@ def showers(
 
     Args:
         geometry: a preset name or Geometry whose layers have depth_mm (and cell_size for Cartesian
-            layers; cylindrical layers bin by r / alpha). Showers enter at the centre, along the depth.
+            layers; cylindrical layers bin by r / alpha) and may name a medium (default ``pb_lar``).
+            Showers enter at the centre, along the depth.
         effects: None / ``"none"`` (plain), ``"mild"``, ``"default"``, ``"severe"`` or a DetectorEffects.
         seed: the same seed (and batch_size) gives the same output; the fixed detector comes from
             ``effects.detector_seed`` instead, so samples with different seeds share one detector.
