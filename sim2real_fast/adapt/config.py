@@ -48,6 +48,8 @@ class AdaptConfig:
         simclr_temperature: NT-Xent temperature.
         simclr_projection: output size of SimCLR's projection head (its hidden width is n_features).
         simclr_lr: Adam learning rate of the pretraining.
+        simclr_augment_labelled: with simclr, the labelled batches of the supervised stages are
+            augmented too (the classifier then learns on the invariances the pretraining taught).
         seed: the seed of everything random inside fit (batch order, augmentations, k-shot draw,
             initialisation of the discriminator and projection heads, dropout).
     """
@@ -74,6 +76,7 @@ class AdaptConfig:
     simclr_temperature: float = 0.2
     simclr_projection: int = 64
     simclr_lr: float = 2e-3
+    simclr_augment_labelled: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -339,8 +339,9 @@ class _Run:
         sums = {name: torch.zeros((), device=device) for name in ["loss", *names]}
         domain_correct = torch.zeros((), device=device)
         domain_total = 0
+        augment = self.augment if "simclr" in self.methods and c.simclr_augment_labelled else None
         for step, index in enumerate(batches):
-            parts = [self.labelled.inputs[index]]
+            parts = [self.labelled.inputs[index] if augment is None else augment(self.labelled.inputs[index], g)]
             if extras is not None:
                 parts.append(extra.inputs[extras[step]])
             if targets is not None:
