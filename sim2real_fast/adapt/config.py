@@ -21,9 +21,10 @@ class AdaptConfig:
     Tuned on 20k plain showers -> 20k ``default`` showers with seed 1: CORAL's loss is small
     (||C_s - C_t||^2 / 4d^2 with d = 64 features) and wants a weight near 100; MMD gained with 3;
     DANN was best at 1 (0.3 and 3 were worse). Without class balance self-training collapsed onto
-    one class. SimCLR's pretraining alone hurt the real accuracy; its gain comes with augmented
-    labelled batches in the later stages (``simclr_augment_labelled``), and one pretraining epoch
-    did as well as two.
+    one class. SimCLR with plain source fine-tuning fell below source_only (41% vs 54% real
+    accuracy); its gain comes from the augmented labelled batches (``simclr_augment_labelled``:
+    77.2% with two pretraining epochs, 76.2% with one, 76.9% with none), so one epoch is the
+    default to stay within ~20 s on 20k events.
 
     An epoch is one pass over the labelled training domain (source, randomised source or, for
     ``target_oracle``, the labelled target) in batches of ``batch_size``; unlabelled target

@@ -46,7 +46,10 @@ _FORMAT = 1
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: the trained model, one history dict per epoch, a checkpoint per epoch."""
+    """What :func:`fit` returns: the trained model, one history dict per epoch, a checkpoint per epoch.
+
+    ``train_seconds`` is the sum of the epochs' seconds (checkpoint writes not included).
+    """
 
     model: nn.Module
     history: list[dict] = field(default_factory=list)
