@@ -10,7 +10,7 @@
 - ``simclr``: NT-Xent pretraining on source + target under calorimeter augmentations, then training
   on augmented labelled batches (Chen et al., ICML 2020).
 - ``domain_randomization``: training on simulation whose detector effects are drawn per event.
-
+"""
 
 from __future__ import annotations
 
