@@ -68,8 +68,9 @@ class CaloAugment:
         factor = 1.0 + self.scale * (2.0 * draw(n, 1) - 1.0) + self.cell_scale * normal(n, n_cells)
         out = images * factor + self.noise_mev * normal(n, n_cells)
         out = out.masked_fill(draw(n, n_cells) < self.dropout, 0.0)
-        moves = torch.randint(1, 9, (n, 2), generator=generator)  # (drow, dcol) + 1 in 0..2, never both 1
-        moves = torch.stack([moves[:, 0] // 3, moves[:, 0] % 3], 1) - 1
+        move = torch.randint(0, 8, (n,), generator=generator)
+        move = move + (move >= 4)  # 3 (drow + 1) + (dcol + 1) in 0..8 without 4 (no move)
+        moves = torch.stack([move // 3, move % 3], 1) - 1
         moves = torch.where(torch.rand(n, 1, generator=generator) < self.shift, moves, 0)
         return self._shift(out, moves.to(images.device))
 

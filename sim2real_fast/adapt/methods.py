@@ -1,4 +1,16 @@
-"""The adaptation methods, how they combine, and what each needs."""
+"""The adaptation methods, how they combine, and what each needs.
+
+- ``source_only``: cross-entropy on the labelled simulation (the baseline).
+- ``target_oracle``: cross-entropy on labelled real events (the upper reference; uses target labels).
+- ``dann``: a domain discriminator behind gradient reversal (Ganin et al., JMLR 2016).
+- ``coral``: Deep CORAL, the distance of the feature covariances (Sun & Saenko, 2016).
+- ``mmd``: multi-kernel Gaussian MMD^2 of the features and/or logits (Long et al., DAN, 2015).
+- ``pseudo_label``: self-training on the model's confident, class-balanced target predictions.
+- ``few_shot``: fine-tuning with k labelled real events per class beside the source batches.
+- ``simclr``: NT-Xent pretraining on source + target under calorimeter augmentations, then training
+  on augmented labelled batches (Chen et al., ICML 2020).
+- ``domain_randomization``: training on simulation whose detector effects are drawn per event.
+"""
 
 from __future__ import annotations
 

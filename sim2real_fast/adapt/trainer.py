@@ -46,7 +46,10 @@ _FORMAT = 1
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: the trained model, one history dict per epoch, a checkpoint per epoch."""
+    """What :func:`fit` returns: the trained model, one history dict per epoch, a checkpoint per epoch.
+
+    ``train_seconds`` is the sum of the epochs' seconds (checkpoint writes not included).
+    """
 
     model: nn.Module
     history: list[dict] = field(default_factory=list)
@@ -339,8 +342,9 @@ class _Run:
         sums = {name: torch.zeros((), device=device) for name in ["loss", *names]}
         domain_correct = torch.zeros((), device=device)
         domain_total = 0
+        augment = self.augment if "simclr" in self.methods and c.simclr_augment_labelled else None
         for step, index in enumerate(batches):
-            parts = [self.labelled.inputs[index]]
+            parts = [self.labelled.inputs[index] if augment is None else augment(self.labelled.inputs[index], g)]
             if extras is not None:
                 parts.append(extra.inputs[extras[step]])
             if targets is not None:
