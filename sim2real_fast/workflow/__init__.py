@@ -2,7 +2,7 @@
 
 from .config import DEFAULT_METHODS, QUICK, RunConfig
 from .data import RunData, load_data, simulate_domain
-from .run import SCALARS, method_slug, run
+from .runner import SCALARS, method_slug, run
 
 __all__ = ["DEFAULT_METHODS", "QUICK", "RunConfig", "RunData", "SCALARS", "load_data", "method_slug", "run",
            "simulate_domain"]

@@ -48,7 +48,7 @@ def _percent(value) -> str:
 def run_command(args: argparse.Namespace) -> int:
     from ..report import text_table
     from .outputs import table_results
-    from .run import run
+    from .runner import run
 
     try:
         config = _run_config(args)

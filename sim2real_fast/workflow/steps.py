@@ -7,6 +7,7 @@ method and configuration), plus ``model.pt`` (TorchScript) and ``model.onnx`` ne
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -58,6 +59,8 @@ def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: s
         randomized = Domain(showers.images, showers.labels, showers.energy.float(), "randomized")
     class_names = _class_names(int(source.labels.max()) + 1)
     folder = Path(out)
+    if not resume:
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = CaloCNN(geometry, n_classes=len(class_names))
