@@ -184,6 +184,11 @@ class _Detector:
         weight = (cell_areas(geometry) / REFERENCE_CELL_MM2).clamp(max=1.0)
         self.pileup_weight = None if bool((weight == 1).all()) else weight
         self.pileup_cdf = None if self.pileup_weight is None else torch.cumsum(weight, 0)
+        self.sigma = None  # per-cell noise, MeV, where no noise knob is drawn per event
+        if not is_randomized(effects.noise_mev):
+            self.sigma = torch.tensor(self.noise, dtype=torch.float32)[self.layer_of_cell]
+            if self.channel_scale is not None:
+                self.sigma = self.sigma * self.channel_scale
         g = torch.Generator().manual_seed(effects.detector_seed)
         z = torch.randn(n_cells, generator=g)
         order = torch.randperm(n_cells, generator=g)
@@ -201,8 +206,8 @@ class _Detector:
         self.crosstalk_layer = names.index(effects.crosstalk_layer) if effects.crosstalk_layer in names else None
 
 
-def _crosstalk(images: torch.Tensor, c: torch.Tensor, geometry, layer: int) -> torch.Tensor:
-    """Each cell of ``layer`` passes a fraction c (N,) of its energy to each column neighbour."""
+def _crosstalk_(images: torch.Tensor, c: torch.Tensor, geometry, layer: int) -> None:
+    """In place: each cell of ``layer`` passes a fraction c (N,) of its energy to each column neighbour."""
     start, stop = geometry.layer_offsets[layer], geometry.layer_offsets[layer + 1]
     rows, cols = geometry.layer_shapes[layer]
     x = images[:, start:stop].view(-1, rows, cols)
@@ -212,20 +217,18 @@ def _crosstalk(images: torch.Tensor, c: torch.Tensor, geometry, layer: int) -> t
     right[..., :-1] = x[..., 1:]
     neighbours = torch.full((cols,), 2.0, dtype=x.dtype)
     neighbours[[0, -1]] = 1.0
-    out = images.clone()
-    out[:, start:stop] = (x - c * neighbours * x + c * (left + right)).flatten(1)
-    return out
+    images[:, start:stop] = (x - c * neighbours * x + c * (left + right)).flatten(1)
 
 
 def apply_cell_effects(
     images: torch.Tensor, detector: _Detector, threshold: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """(N, n_cells) true cell energies in MeV -> what the real readout gives, zero-suppressed."""
+    """(N, n_cells) true cell energies in MeV -> what the real readout gives, zero-suppressed (a new tensor)."""
     e, n = detector.effects, images.shape[0]
     n_cells = images.shape[1]
-    layer_of_cell = detector.layer_of_cell
+    images = images.clone()  # every step below works in place on this copy
     if detector.crosstalk_layer is not None and (is_randomized(e.crosstalk) or e.crosstalk > 0):
-        images = _crosstalk(images, draw(e.crosstalk, n, generator), detector.geometry, detector.crosstalk_layer)
+        _crosstalk_(images, draw(e.crosstalk, n, generator), detector.geometry, detector.crosstalk_layer)
     if is_randomized(e.pileup_occupancy) or e.pileup_occupancy > 0:
         # Poisson(occupancy x sum of the cells' weights) deposits per event, in random cells with
         # probabilities proportional to the weights (uniform on reference cells), exponential energies
@@ -243,17 +246,19 @@ def apply_cell_effects(
             u = torch.rand(event.shape, generator=generator, dtype=torch.float64) * total
             cell = torch.searchsorted(cdf, u, right=True).clamp_(max=n_cells - 1)
         energy = torch.empty(event.shape).exponential_(1.0, generator=generator) * mean[event]
-        images = images.flatten().index_add(0, event * n_cells + cell, energy).view(n, n_cells)
+        images.view(-1).index_add_(0, event * n_cells + cell, energy)
     if detector.calibration is None:
         m = draw(e.miscalibration, n, generator)[:, None]
-        images = images * (1 + m * torch.randn(n, n_cells, generator=generator))
+        images.mul_(torch.randn(n, n_cells, generator=generator).mul_(m).add_(1))
     elif e.miscalibration != 0:
-        images = images * detector.calibration
-    sigma = torch.stack([draw(s, n, generator) for s in detector.noise], 1)[:, layer_of_cell]  # (N, n_cells)
-    if detector.channel_scale is not None:
-        sigma = sigma * detector.channel_scale
+        images.mul_(detector.calibration)
+    sigma = detector.sigma  # (n_cells,) for fixed noise knobs, else drawn per event: (N, n_cells)
+    if sigma is None:
+        sigma = torch.stack([draw(s, n, generator) for s in detector.noise], 1)[:, detector.layer_of_cell]
+        if detector.channel_scale is not None:
+            sigma = sigma * detector.channel_scale
     if bool((sigma > 0).any()):
-        images = images + sigma * torch.randn(n, n_cells, generator=generator)
+        images.add_(torch.randn(n, n_cells, generator=generator).mul_(sigma))
     hot = detector.hot
     if hot is None:
         hot = torch.rand(n, n_cells, generator=generator) < draw(e.hot_fraction, n, generator)[:, None]
@@ -263,10 +268,14 @@ def apply_cell_effects(
         extra = hot[..., cells] * draw(e.hot_mev, n, generator)[:, None] * spread
         if detector.channel_scale is not None:
             extra = extra * detector.channel_scale[cells]
-        images = images.index_add(1, cells, extra)
-    dead = detector.dead
-    if dead is None:
-        dead = torch.rand(n, n_cells, generator=generator) < draw(e.dead_fraction, n, generator)[:, None]
-    cut = torch.clamp(draw(e.zero_suppression_sigma, n, generator)[:, None] * sigma, min=threshold)
-    keep = (images >= cut) & (images > 0) & ~dead
-    return images * keep
+        images.index_add_(1, cells, extra)
+    if detector.dead is None:
+        alive = torch.rand(n, n_cells, generator=generator) >= draw(e.dead_fraction, n, generator)[:, None]
+    else:
+        alive = ~detector.dead
+    k = draw(e.zero_suppression_sigma, n if is_randomized(e.zero_suppression_sigma) else 1, generator)[:, None]
+    keep = images >= torch.clamp(k * sigma, min=threshold)
+    if not threshold > 0:
+        keep &= images > 0
+    keep &= alive
+    return images.mul_(keep)
