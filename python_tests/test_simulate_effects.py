@@ -1,5 +1,7 @@
 """The "real" domain: each DetectorEffects knob moves its statistic and (about) nothing else."""
 
+import math
+
 import pytest
 import torch
 
@@ -179,3 +181,125 @@ def test_bad_effects_are_refused():
         DetectorEffects(dead_fraction=1.5)
     with pytest.raises(ValueError, match="lateral_scale"):
         DetectorEffects(lateral_scale=Randomized(-1.0, 1.0))
+    with pytest.raises(ValueError, match="noise_scale"):
+        simulate.Medium.sampling("Pb", [(simulate.medium.MATERIALS["Pb"], 1.0)], noise_scale=0.0)
+
+
+# CaloGAN's output for seed 0 (400 showers, batch_size 256) as calibrated in the README: float64 sum and
+# sum of squares of the images, and the number of non-zero cells. The per-cell rules for other
+# geometries (noise_scale, pile-up by area) must leave these unchanged.
+CALOGAN_SEED_0 = {
+    "none": (14961568.144903302, 149423058853.55225, 12031),
+    "mild": (14834520.52204132, 138933344358.978, 12465),
+    "default": (15885573.272735596, 144175299483.90546, 19164),
+    "severe": (16988413.899326324, 156452848018.43945, 19543),
+    "randomized": (15689128.609024048, 138671479655.92682, 19609),
+}
+
+
+@pytest.mark.parametrize("name", list(CALOGAN_SEED_0))
+def test_calogan_output_is_what_the_presets_were_calibrated_on(name):
+    effects = PRESETS.get(name) or PRESETS["default"].replace(
+        noise_mev=(Randomized(10.0, 30.0), 40.0, 20.0), pileup_occupancy=Randomized(0.0, 0.1),
+        hot_fraction=Randomized(0.0, 0.02), dead_fraction=Randomized(0.0, 0.02), miscalibration=Randomized(0.0, 0.03),
+    )
+    x = simulate.showers(400, effects=effects, seed=0, batch_size=256).images.double()
+    total, squares, nonzero = CALOGAN_SEED_0[name]
+    assert x.sum().item() == pytest.approx(total, rel=1e-7)
+    assert x.pow(2).sum().item() == pytest.approx(squares, rel=1e-7)
+    assert int((x != 0).sum()) == nonzero
+
+
+# ---- fine voxels: CaloChallenge ds2 (6480 W/Si cells of 4-72 mm²) -------------------------------------
+
+DS2 = s2r.geometry.get("calochallenge-ds2")
+W_SI_NOISE = simulate.medium.W_SI.noise_scale
+
+
+def run_ds2(effects=None, n=300, **kwargs):
+    kwargs = dict(particles="e+", energy_range=(50, 50), seed=5) | kwargs
+    return simulate.showers(n, geometry=DS2, effects=effects, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def plain_ds2():
+    return run_ds2()
+
+
+def test_cell_areas_from_cell_sizes_and_r_alpha_bins():
+    assert torch.equal(simulate.effects.cell_areas(GEOMETRY), torch.tensor([800.0] * 288 + [1600.0] * 144 + [3200.0] * 72, dtype=torch.float64))
+    areas = simulate.effects.cell_areas(DS2)
+    layer_0 = areas[: DS2.layer_offsets[1]].view(16, 9)  # (alpha, r): every alpha bin the same ring
+    assert torch.equal(layer_0, layer_0[:1].expand(16, 9))
+    assert layer_0[0, 0].item() == pytest.approx(torch.pi * 4.65**2 / 16)
+    assert layer_0.sum().item() == pytest.approx(torch.pi * 41.85**2)
+
+
+@pytest.mark.parametrize("geometry", ["calochallenge-ds2", "calochallenge-ds1-photons"])
+def test_presets_keep_the_energy_scale_on_any_geometry(geometry):
+    """The per-cell knobs do not swamp the shower: visible / incident of 50 GeV e+ within 10% of the plain simulation's."""
+    kwargs = dict(geometry=geometry, particles="e+", energy_range=(50, 50), seed=6)
+    plain = simulate.showers(200, **kwargs).images.sum(1).mean().item()
+    for name in ("mild", "default", "severe"):
+        real = simulate.showers(200, effects=name, **kwargs).images.sum(1).mean().item()
+        assert real / plain == pytest.approx(1.0, abs=0.1), name
+
+
+def test_ds2_noise_is_the_silicon_channels_and_moves_sparsity(plain_ds2):
+    noisy = run_ds2(NONE.replace(noise_mev=200.0, zero_suppression_sigma=0.0), threshold_mev=0.0)
+    plain = run_ds2(threshold_mev=0.0)
+    empty = (plain.images == 0) & (noisy.images > 0)  # noise alone: the positive half of N(0, sigma)
+    rms = noisy.images[empty].pow(2).mean().sqrt().item()
+    assert rms == pytest.approx(200.0 * W_SI_NOISE, rel=0.05)
+    # at the default threshold (1 MeV) the noise passes in a few % of the empty cells
+    s0 = features(plain_ds2).sparsity.mean()
+    s1 = features(run_ds2(NONE.replace(noise_mev=100.0, zero_suppression_sigma=0.0))).sparsity.mean()
+    tail = 0.5 * math.erfc(1.0 / (100.0 * W_SI_NOISE) / math.sqrt(2))  # P(N(0, 1.5 MeV) > 1 MeV)
+    assert (s1 - s0).item() == pytest.approx(tail * (1 - s0.item()), rel=0.05)
+
+
+def test_ds2_pileup_lands_by_area(plain_ds2):
+    out = run_ds2(NONE.replace(pileup_occupancy=0.5, pileup_mev=20.0), threshold_mev=0.0)
+    plain = run_ds2(threshold_mev=0.0)
+    areas = simulate.effects.cell_areas(DS2)
+    weight = (areas / simulate.effects.REFERENCE_CELL_MM2).clamp(max=1)
+    added = (out.images - plain.images).sum(1)
+    assert added.mean().item() == pytest.approx(0.5 * weight.sum().item() * 20.0, rel=0.05)
+    # fresh deposits per cell follow the area: the outer r bin (area 72 mm²) vs the innermost (4.2 mm²)
+    fresh = ((plain.images == 0) & (out.images > 0)).double().mean(0).view(45, 16, 9)
+    occupancy = fresh.mean((0, 1))
+    expected = 1 - torch.exp(-0.5 * weight.view(45, 16, 9)[0, 0])  # P(at least one deposit)
+    assert torch.allclose(occupancy[-3:], expected[-3:], rtol=0.1)
+    assert occupancy[0] < 0.2 * occupancy[-1]
+
+
+def test_ds2_hot_channels_add_silicon_scale_energy(plain_ds2):
+    out = run_ds2(NONE.replace(hot_fraction=0.01, hot_mev=300.0))
+    changed = (out.images != plain_ds2.images).any(0)
+    assert int(changed.sum()) == round(0.01 * DS2.n_cells)
+    excess = (out.images - plain_ds2.images)[:, changed]
+    assert excess.mean().item() == pytest.approx(300.0 * W_SI_NOISE, rel=0.05)
+
+
+def test_ds2_shape_dead_calibration_and_crosstalk_knobs(plain_ds2):
+    f0 = features(plain_ds2)
+    wide = features(run_ds2(NONE.replace(lateral_scale=1.3)))
+    ratio = (wide.width_x.mean(0) / f0.width_x.mean(0))[3:16]  # around the maximum (2.4-13 X0)
+    assert ratio.min() > 1.05 and ratio.mean() > 1.1  # less than 1.3: the 42 mm voxel grid cuts the tails
+    deep = features(run_ds2(NONE.replace(longitudinal_shift_x0=2.0)))
+    assert deep.layer_energy[:, :5].sum() < 0.6 * f0.layer_energy[:, :5].sum()
+    dead = run_ds2(NONE.replace(dead_fraction=0.02))
+    silent = (dead.images == 0).all(0) & (plain_ds2.images != 0).any(0)
+    assert 0 < int(silent.sum()) <= round(0.02 * DS2.n_cells)
+    assert torch.equal(dead.images[:, ~silent], plain_ds2.images[:, ~silent])
+    calibrated = run_ds2(NONE.replace(miscalibration=0.05))
+    both = (plain_ds2.images > 0) & (calibrated.images > 0)
+    ratio = torch.where(both, calibrated.images / plain_ds2.images.clamp_min(1e-6), float("nan")).nanmean(0)
+    assert ratio[both.sum(0) >= 5].std().item() == pytest.approx(0.05, rel=0.2)
+    # cross-talk along the r bins (the columns of a cylindrical layer): the layer's energy stays, its width grows
+    plain = features(run_ds2(threshold_mev=0.0))
+    talk = features(run_ds2(NONE.replace(crosstalk=0.1, crosstalk_layer="layer_10"), threshold_mev=0.0))
+    assert torch.allclose(talk.layer_energy[:, 10], plain.layer_energy[:, 10], rtol=1e-4)
+    assert talk.width_x[:, 10].mean() > 1.05 * plain.width_x[:, 10].mean()
+    others = [i for i in range(DS2.n_layers) if i != 10]
+    assert torch.equal(talk.layer_energy[:, others], plain.layer_energy[:, others])

@@ -13,18 +13,36 @@ classifier trained on the plain simulation a visible number of accuracy points (
 The fixed detector (miscalibration map, dead and hot cells) comes from ``detector_seed``, so every
 sample of the same :class:`DetectorEffects` sees the same detector. A :class:`Randomized` value of
 ``miscalibration``, ``dead_fraction`` or ``hot_fraction`` instead draws a fresh map for every event.
+
+Any geometry: the per-cell knobs are stated for CaloGAN's cells (Pb/LAr, 800 to 3200 mm²) and carry
+over to other cells by what they physically are:
+
+- electronic noise and hot channels belong to the readout channel: ``noise_mev`` and ``hot_mev`` are
+  for a Pb/LAr cell and times the cell's medium's ``noise_scale`` elsewhere (silicon pads: 0.015,
+  see :mod:`.medium`);
+- pile-up lands per unit area: a cell smaller than :data:`REFERENCE_CELL_MM2` (CaloGAN's smallest,
+  the 5 x 160 mm layer_0 strip) gets ``pileup_occupancy`` x area / 800 mm² deposits of the same
+  energies; a larger cell counts as one channel with the stated occupancy, as CaloGAN's cells of
+  every size do (CaloChallenge ds1's outer rings, up to 0.6 m², are bins of hits, not channels).
+
+CaloGAN's cells are all reference cells, so its output does not depend on these rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 from .knobs import Knob, Randomized, draw, is_randomized
 
-__all__ = ["DetectorEffects", "PRESETS", "apply_cell_effects", "get_effects"]
+__all__ = ["DetectorEffects", "PRESETS", "REFERENCE_CELL_MM2", "apply_cell_effects", "cell_areas", "get_effects"]
+
+#: The cell area (mm²) for which ``pileup_occupancy`` is stated: CaloGAN's layer_0 cell, 5 x 160 mm.
+REFERENCE_CELL_MM2 = 800.0
 
 
 @dataclass(frozen=True)
@@ -35,19 +53,21 @@ class DetectorEffects:
         lateral_scale: every shower radius times this (1 = as simulated).
         longitudinal_shift_x0: every shower starts this much deeper, in X0.
         miscalibration: relative rms of the per-cell calibration factors 1 + m z, z ~ N(0, 1).
-        noise_mev: Gaussian electronic noise per cell and event, MeV: one value for every layer, or a
+        noise_mev: Gaussian electronic noise per Pb/LAr cell and event, MeV (other media: times their
+            ``noise_scale``): one value for every layer, or a
             tuple of k values spread over the layers front to back in k equal groups: layer i of L gets
             value floor(i k / L), so k = L is one per layer and the presets' CaloGAN values (front /
             middle / back) carry over to any geometry (ds1 photons, 5 layers: 20, 20, 40, 40, 20).
         zero_suppression_sigma: a cell reads 0 below max(readout threshold, this x its noise).
         dead_fraction: fraction of cells that read 0.
         hot_fraction: fraction of cells that add ``hot_mev`` (times 1 + 10% Gaussian) every event.
-        hot_mev: the hot cells' extra energy, MeV.
+        hot_mev: the hot cells' extra energy, MeV, for a Pb/LAr cell (other media: times their ``noise_scale``).
         crosstalk: fraction of a cell's energy that leaks to each neighbour along the columns
             (eta: the fine 5 mm direction of CaloGAN's strips) in ``crosstalk_layer``; energy is conserved.
         crosstalk_layer: the layer with strip cross-talk (skipped if the geometry has no such layer;
             in a cylindrical layer the columns are the r bins).
-        pileup_occupancy: mean number of pile-up deposits per cell and event (Poisson, uniform cells).
+        pileup_occupancy: mean number of pile-up deposits per cell and event (Poisson), for cells of
+            :data:`REFERENCE_CELL_MM2` or more; a smaller cell gets its share by area.
         pileup_mev: mean energy of a pile-up deposit (exponential), MeV.
         detector_seed: seed of the fixed detector maps (calibration, dead and hot cells).
     """
@@ -122,10 +142,34 @@ def get_effects(effects: None | str | DetectorEffects) -> DetectorEffects:
     raise ValueError(f"effects: expected None, a DetectorEffects or a preset ({sorted(PRESETS)}), got {effects!r}")
 
 
-class _Detector:
-    """The fixed maps and per-layer values of one DetectorEffects on one geometry."""
+def cell_areas(geometry) -> torch.Tensor:
+    """(n_cells,) float64 transverse cell areas in mm², in the geometry's flat order.
 
-    def __init__(self, effects: DetectorEffects, geometry) -> None:
+    Cartesian layers: row_size x col_size; cylindrical layers: pi (r_hi² - r_lo²) / rows (rows are the
+    equal alpha bins).
+    """
+    areas = []
+    for layer in geometry.layers:
+        if layer.kind == "cylindrical":
+            r = torch.tensor(layer.r_edges, dtype=torch.float64)
+            ring = math.pi * (r[1:] ** 2 - r[:-1] ** 2) / layer.rows
+            areas.append(ring.repeat(layer.rows))  # row-major: (alpha, r)
+        elif layer.cell_size is None:
+            raise ValueError(f"cell_areas: geometry {geometry.name!r} layer {layer.name!r} has no cell_size (mm)")
+        else:
+            areas.append(torch.full((layer.n_cells,), layer.cell_size[0] * layer.cell_size[1], dtype=torch.float64))
+    return torch.cat(areas)
+
+
+class _Detector:
+    """The fixed maps and per-cell values of one DetectorEffects on one geometry.
+
+    ``noise_scales``: each layer's medium's ``noise_scale`` (default 1 for every layer).
+    ``channel_scale`` (n_cells,) and ``pileup_weight`` (n_cells,) are None where they are 1 everywhere
+    (CaloGAN), so that the reference detector runs exactly the arithmetic it was calibrated with.
+    """
+
+    def __init__(self, effects: DetectorEffects, geometry, noise_scales: Sequence[float] | None = None) -> None:
         self.effects, self.geometry = effects, geometry
         n_cells, n_layers = geometry.n_cells, geometry.n_layers
         noise = effects.noise_mev if isinstance(effects.noise_mev, tuple) else (effects.noise_mev,)
@@ -133,6 +177,18 @@ class _Detector:
         self.layer_of_cell = torch.repeat_interleave(
             torch.arange(n_layers), torch.tensor([layer.n_cells for layer in geometry.layers])
         )
+        scales = torch.tensor(noise_scales if noise_scales is not None else [1.0] * n_layers, dtype=torch.float32)
+        if scales.shape != (n_layers,):
+            raise ValueError(f"noise_scales: expected {n_layers} values (one per layer), got {noise_scales!r}")
+        self.channel_scale = None if bool((scales == 1).all()) else scales[self.layer_of_cell]
+        weight = (cell_areas(geometry) / REFERENCE_CELL_MM2).clamp(max=1.0)
+        self.pileup_weight = None if bool((weight == 1).all()) else weight
+        self.pileup_cdf = None if self.pileup_weight is None else torch.cumsum(weight, 0)
+        self.sigma = None  # per-cell noise, MeV, where no noise knob is drawn per event
+        if not is_randomized(effects.noise_mev):
+            self.sigma = torch.tensor(self.noise, dtype=torch.float32)[self.layer_of_cell]
+            if self.channel_scale is not None:
+                self.sigma = self.sigma * self.channel_scale
         g = torch.Generator().manual_seed(effects.detector_seed)
         z = torch.randn(n_cells, generator=g)
         order = torch.randperm(n_cells, generator=g)
@@ -150,8 +206,8 @@ class _Detector:
         self.crosstalk_layer = names.index(effects.crosstalk_layer) if effects.crosstalk_layer in names else None
 
 
-def _crosstalk(images: torch.Tensor, c: torch.Tensor, geometry, layer: int) -> torch.Tensor:
-    """Each cell of ``layer`` passes a fraction c (N,) of its energy to each column neighbour."""
+def _crosstalk_(images: torch.Tensor, c: torch.Tensor, geometry, layer: int) -> None:
+    """In place: each cell of ``layer`` passes a fraction c (N,) of its energy to each column neighbour."""
     start, stop = geometry.layer_offsets[layer], geometry.layer_offsets[layer + 1]
     rows, cols = geometry.layer_shapes[layer]
     x = images[:, start:stop].view(-1, rows, cols)
@@ -161,37 +217,48 @@ def _crosstalk(images: torch.Tensor, c: torch.Tensor, geometry, layer: int) -> t
     right[..., :-1] = x[..., 1:]
     neighbours = torch.full((cols,), 2.0, dtype=x.dtype)
     neighbours[[0, -1]] = 1.0
-    out = images.clone()
-    out[:, start:stop] = (x - c * neighbours * x + c * (left + right)).flatten(1)
-    return out
+    images[:, start:stop] = (x - c * neighbours * x + c * (left + right)).flatten(1)
 
 
 def apply_cell_effects(
     images: torch.Tensor, detector: _Detector, threshold: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """(N, n_cells) true cell energies in MeV -> what the real readout gives, zero-suppressed."""
+    """(N, n_cells) true cell energies in MeV -> what the real readout gives, zero-suppressed (a new tensor)."""
     e, n = detector.effects, images.shape[0]
     n_cells = images.shape[1]
-    layer_of_cell = detector.layer_of_cell
+    images = images.clone()  # every step below works in place on this copy
     if detector.crosstalk_layer is not None and (is_randomized(e.crosstalk) or e.crosstalk > 0):
-        images = _crosstalk(images, draw(e.crosstalk, n, generator), detector.geometry, detector.crosstalk_layer)
+        _crosstalk_(images, draw(e.crosstalk, n, generator), detector.geometry, detector.crosstalk_layer)
     if is_randomized(e.pileup_occupancy) or e.pileup_occupancy > 0:
-        # Poisson(occupancy x n_cells) deposits per event in uniformly random cells, exponential energies
+        # Poisson(occupancy x sum of the cells' weights) deposits per event, in random cells with
+        # probabilities proportional to the weights (uniform on reference cells), exponential energies
         occupancy = draw(e.pileup_occupancy, n, generator)
         mean = draw(e.pileup_mev, n, generator)
-        count = torch.poisson(occupancy * n_cells, generator=generator).long()
-        event = torch.repeat_interleave(torch.arange(n), count)
-        cell = torch.randint(n_cells, event.shape, generator=generator)
+        cdf = detector.pileup_cdf
+        if cdf is None:
+            count = torch.poisson(occupancy * n_cells, generator=generator).long()
+            event = torch.repeat_interleave(torch.arange(n), count)
+            cell = torch.randint(n_cells, event.shape, generator=generator)
+        else:
+            total = float(cdf[-1])
+            count = torch.poisson(occupancy * total, generator=generator).long()
+            event = torch.repeat_interleave(torch.arange(n), count)
+            u = torch.rand(event.shape, generator=generator, dtype=torch.float64) * total
+            cell = torch.searchsorted(cdf, u, right=True).clamp_(max=n_cells - 1)
         energy = torch.empty(event.shape).exponential_(1.0, generator=generator) * mean[event]
-        images = images.flatten().index_add(0, event * n_cells + cell, energy).view(n, n_cells)
+        images.view(-1).index_add_(0, event * n_cells + cell, energy)
     if detector.calibration is None:
         m = draw(e.miscalibration, n, generator)[:, None]
-        images = images * (1 + m * torch.randn(n, n_cells, generator=generator))
+        images.mul_(torch.randn(n, n_cells, generator=generator).mul_(m).add_(1))
     elif e.miscalibration != 0:
-        images = images * detector.calibration
-    sigma = torch.stack([draw(s, n, generator) for s in detector.noise], 1)[:, layer_of_cell]  # (N, n_cells)
+        images.mul_(detector.calibration)
+    sigma = detector.sigma  # (n_cells,) for fixed noise knobs, else drawn per event: (N, n_cells)
+    if sigma is None:
+        sigma = torch.stack([draw(s, n, generator) for s in detector.noise], 1)[:, detector.layer_of_cell]
+        if detector.channel_scale is not None:
+            sigma = sigma * detector.channel_scale
     if bool((sigma > 0).any()):
-        images = images + sigma * torch.randn(n, n_cells, generator=generator)
+        images.add_(torch.randn(n, n_cells, generator=generator).mul_(sigma))
     hot = detector.hot
     if hot is None:
         hot = torch.rand(n, n_cells, generator=generator) < draw(e.hot_fraction, n, generator)[:, None]
@@ -199,10 +266,16 @@ def apply_cell_effects(
         cells = (hot.any(0) if hot.dim() == 2 else hot).nonzero().flatten()  # the few hot cells only
         spread = 1 + 0.1 * torch.randn(n, cells.shape[0], generator=generator)
         extra = hot[..., cells] * draw(e.hot_mev, n, generator)[:, None] * spread
-        images = images.index_add(1, cells, extra)
-    dead = detector.dead
-    if dead is None:
-        dead = torch.rand(n, n_cells, generator=generator) < draw(e.dead_fraction, n, generator)[:, None]
-    cut = torch.clamp(draw(e.zero_suppression_sigma, n, generator)[:, None] * sigma, min=threshold)
-    keep = (images >= cut) & (images > 0) & ~dead
-    return images * keep
+        if detector.channel_scale is not None:
+            extra = extra * detector.channel_scale[cells]
+        images.index_add_(1, cells, extra)
+    if detector.dead is None:
+        alive = torch.rand(n, n_cells, generator=generator) >= draw(e.dead_fraction, n, generator)[:, None]
+    else:
+        alive = ~detector.dead
+    k = draw(e.zero_suppression_sigma, n if is_randomized(e.zero_suppression_sigma) else 1, generator)[:, None]
+    keep = images >= torch.clamp(k * sigma, min=threshold)
+    if not threshold > 0:
+        keep &= images > 0
+    keep &= alive
+    return images.mul_(keep)

@@ -6,17 +6,18 @@ with thickness fractions w_i of the sampling period:
 E_c = X0 sum w_i E_c,i / X0_i, Z_eff = sum m_i Z_i with the mass fractions m_i, and the MIP's energy
 loss per mm sum w_i dE/dx_i.
 
-Named media (:data:`MEDIA`, the ``medium`` of a geometry's layers; :func:`get_medium`):
+Named media (:data:`MEDIA`, the ``medium`` of a geometry's layers; :func:`get_medium`); the last
+column is the readout channel's electronic noise relative to a Pb/LAr cell's (``noise_scale``):
 
-====================  =====================================  =======  =======  ======  =====  ==========
-name                  sampling period                        X0 mm    R_M mm   E_c MeV Z_eff  lambda_I mm
-====================  =====================================  =======  =======  ======  =====  ==========
-``pb_lar``            2 mm Pb + 4 mm LAr (CaloGAN)           15.6     35.4     9.3     69.4   374
-``w_si``              1.4 mm W + 0.3 mm Si (Geant4 Par04)    4.22     10.9     8.2     72.5   115
-``fe_scint``          14 mm Fe + 3 mm polystyrene (ATLAS     21.1     20.1     22.3    25.4   194
+====================  =====================================  =======  =======  ======  =====  ==========  =====
+name                  sampling period                        X0 mm    R_M mm   E_c MeV Z_eff  lambda_I mm noise
+====================  =====================================  =======  =======  ======  =====  ==========  =====
+``pb_lar``            2 mm Pb + 4 mm LAr (CaloGAN)           15.6     35.4     9.3     69.4   374         1
+``w_si``              1.4 mm W + 0.3 mm Si (Geant4 Par04)    4.22     10.9     8.2     72.5   115         0.015
+``fe_scint``          14 mm Fe + 3 mm polystyrene (ATLAS     21.1     20.1     22.3    25.4   194         1
                       Tile, 4.7 : 1)
-``lar``               liquid argon (ATLAS presampler)        140      90.4     32.8    18     857
-====================  =====================================  =======  =======  ======  =====  ==========
+``lar``               liquid argon (ATLAS presampler)        140      90.4     32.8    18     857         1
+====================  =====================================  =======  =======  ======  =====  ==========  =====
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class Medium:
     """Effective constants: lengths in mm, energies in MeV.
 
     ``mip_mev_per_mm``: the mean visible energy a minimum-ionising particle leaves per mm of depth.
+    ``noise_scale``: a readout channel's electronic noise relative to a Pb/LAr ionisation cell's (the
+    unit of :class:`~sim2real_fast.simulate.DetectorEffects`' ``noise_mev`` and ``hot_mev``).
     """
 
     name: str
@@ -78,12 +81,15 @@ class Medium:
     z_eff: float
     lambda_mm: float
     mip_mev_per_mm: float
+    noise_scale: float = 1.0
 
     @classmethod
-    def sampling(cls, name: str, period: Sequence[tuple[Material, float]]) -> Medium:
+    def sampling(cls, name: str, period: Sequence[tuple[Material, float]], *, noise_scale: float = 1.0) -> Medium:
         """The mixture of a sampling period: (material, thickness in mm) pairs, in any order."""
         if not period or any(not isinstance(m, Material) or not t > 0 for m, t in period):
             raise ValueError(f"Medium.sampling: expected (Material, thickness_mm > 0) pairs, got {period!r}")
+        if not noise_scale > 0:
+            raise ValueError(f"Medium.sampling: noise_scale: expected a number > 0, got {noise_scale!r}")
         total = sum(t for _, t in period)
         w = [t / total for _, t in period]
         mass = [t * m.density for m, t in period]
@@ -96,6 +102,7 @@ class Medium:
             z_eff=sum(mi * m.z for mi, (m, _) in zip(mass, period)) / sum(mass),
             lambda_mm=1.0 / sum(wi / m.lambda_mm for wi, (m, _) in zip(w, period)),
             mip_mev_per_mm=sum(wi * m.dedx_mev_per_mm for wi, (m, _) in zip(w, period)),
+            noise_scale=float(noise_scale),
         )
 
 
@@ -107,7 +114,11 @@ PB_LAR = Medium.sampling("Pb/LAr (2 mm + 4 mm)", [(MATERIALS["Pb"], 2.0), (MATER
 #: CaloChallenge datasets 2 and 3 (Geant4 example Par04): 90 periods of 1.4 mm W + 0.3 mm Si, read out
 #: in 45 layers of two periods (3.4 mm = 0.81 X0). X0 = 4.22 mm, R_M = 10.9 mm, E_c = 8.2 MeV,
 #: Z_eff = 72.5, lambda_I = 115 mm (the 153 mm stack is 36 X0 and 1.3 lambda_I deep), MIP 1.89 MeV/mm.
-W_SI = Medium.sampling("W/Si (1.4 mm + 0.3 mm)", [(MATERIALS["W"], 1.4), (MATERIALS["Si"], 0.3)])
+#: Noise: silicon pads see about 0.1 MIP of noise per sensor (signal/noise ~8 in the CALICE Si-W physics
+#: prototype, arXiv:0805.4833; >= 10 specified for CMS HGCAL), and a MIP stands for 3.2 MeV of shower
+#: energy per 1.7 mm period, so a readout layer of two sensors has ~0.45 MeV of noise: 0.015 of a
+#: 30 MeV LAr cell (ATLAS: tens of MeV).
+W_SI = Medium.sampling("W/Si (1.4 mm + 0.3 mm)", [(MATERIALS["W"], 1.4), (MATERIALS["Si"], 0.3)], noise_scale=0.015)
 
 #: ATLAS Tile calorimeter: steel and scintillating tiles in the volume ratio 4.7 : 1 (ATLAS TDR
 #: CERN/LHCC 96-42), as 14 mm Fe + 3 mm polystyrene. X0 = 21.1 mm, R_M = 20.1 mm, E_c = 22.3 MeV,

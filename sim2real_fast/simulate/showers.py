@@ -128,6 +128,7 @@ class _Layout:
         self.edges, self.lambda_edges = torch.tensor(edges), torch.tensor(lambda_edges)
         self.n_slices = len(edges) - 1
         self.layer_edges = self.edges[[0, *(last for _, last in self.layer_slices)]]  # (L+1,) X0
+        self.noise_scales = tuple(m.noise_scale for m in media)  # the readout channels' noise, per layer
         self.layer_z = torch.tensor([m.z_eff for m in media])
         self.layer_critical = torch.tensor([m.critical_mev for m in media])
         slice_media = [media[i] for i in slice_layer]
@@ -367,7 +368,7 @@ def showers(
         raise ValueError(f"expected n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
 
     layout = _Layout(geometry, physics.medium, physics.slice_x0)
-    detector = None if effects == PRESETS["none"] else _Detector(effects, geometry)
+    detector = None if effects == PRESETS["none"] else _Detector(effects, geometry, layout.noise_scales)
     codes = torch.tensor([PARTICLES[p] for p in names])
     g = torch.Generator().manual_seed(seed)
     g_cells = torch.Generator().manual_seed(seed + 0x5EED_CE11)
