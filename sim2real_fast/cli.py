@@ -26,31 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-_CHUNK = 10_000  # showers simulated and reported per progress step
-
-
-def _progress(total: int, description: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit=" showers", unit_scale=True, file=sys.stderr, disable=None)
-
-
-def _simulate_domain(n: int, *, geometry: str, effects, seed: int, description: str):
-    """n showers in chunks of _CHUNK (chunk k uses seed (seed, k)), joined; with a progress bar."""
-    from . import simulate
-
-    parts = []
-    with _progress(n, description) as bar:
-        for k, start in enumerate(range(0, n, _CHUNK)):
-            size = min(_CHUNK, n - start)
-            parts.append(simulate.showers(size, geometry=geometry, effects=effects, seed=seed * 1_000_003 + k))
-            bar.update(size)
-    first = parts[0]
-    return first._replace(**{field: torch.cat([getattr(p, field) for p in parts]) for field in ("images", "labels", "energy", "overflow")})
-
-
 def _summary_rows(name: str, showers) -> list[list[str]]:
     """Events, non-zero cell fraction per layer and mean visible energy / incident energy per particle."""
     from . import simulate
@@ -76,14 +51,15 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
 def simulate_command(args: argparse.Namespace) -> int:
     from . import io, simulate
     from . import geometry as _geometry
+    from .workflow import simulate_domain
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     geometry = _geometry.get(args.geometry)
     started = time.perf_counter()
     domains = {
-        "sim": _simulate_domain(args.events, geometry=geometry, effects=None, seed=args.seed, description="sim"),
-        "real": _simulate_domain(args.events, geometry=geometry, effects=args.preset, seed=args.seed + 1,
+        "sim": simulate_domain(args.events, geometry=geometry, effects=None, seed=args.seed, description="sim"),
+        "real": simulate_domain(args.events, geometry=geometry, effects=args.preset, seed=args.seed + 1,
                                  description=f"real ({args.preset})"),
     }
     written = []
@@ -216,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (getattr(args, "events", 1) or 1) < 1 or getattr(args, "lumisections", 1) < 1:
+    if any(getattr(args, name, None) is not None and getattr(args, name) < 1 for name in ("events", "lumisections")):
         parser.error("--events and --lumisections must be >= 1")
     if args.command == "gap" and len(set(args.seeds)) != len(args.seeds):
         args.error(f"--seeds must be distinct, got {args.seeds}")

@@ -13,7 +13,7 @@ from .. import io, simulate
 from ..adapt import Domain
 from .config import RunConfig
 
-__all__ = ["RunData", "load_data", "simulate_domain"]
+__all__ = ["RunData", "load_data", "particle_names", "read_domain", "simulate_domain"]
 
 _CHUNK = 10_000  # showers simulated per progress step
 
@@ -77,7 +77,12 @@ def _write_simulated(config: RunConfig, geometry, progress: bool) -> tuple[Path,
     return paths
 
 
-def _read(path: Path, geometry, what: str) -> io.Showers:
+def read_domain(path, geometry, what: str, *, labelled: bool, min_events: int = 1) -> Domain:
+    """The events of a ROOT event tree as a Domain (labels None when the file has none).
+
+    Clear errors for a missing file, cells outside ``geometry`` (the wrong --geometry), fewer than
+    ``min_events`` events and, with ``labelled``, events without labels (no branch, or label -1).
+    """
     if not Path(path).exists():
         raise FileNotFoundError(f"{what} file not found: {str(path)!r}")
     try:
@@ -85,17 +90,16 @@ def _read(path: Path, geometry, what: str) -> io.Showers:
     except IndexError as error:
         raise ValueError(f"{what} file {str(path)!r} does not match geometry {geometry.name!r} ({geometry.n_cells} "
                          f"cells): {error}. Pass the file's geometry (--geometry)") from None
-    if len(showers) < 10:
-        raise ValueError(f"{what} file {str(path)!r}: expected at least 10 events, got {len(showers)}")
-    if bool((showers.labels < 0).any()):
-        raise ValueError(
-            f"{what} file {str(path)!r} has unlabelled events (no 'label' branch, or label -1): the {what} domain "
-            "needs labels (real labels are used for evaluation, by target_oracle and by few_shot's k shots only)"
-        )
-    return showers
+    if len(showers) < min_events:
+        raise ValueError(f"{what} file {str(path)!r}: expected at least {min_events} events, got {len(showers)}")
+    has_labels = not bool((showers.labels < 0).any())
+    if labelled and not has_labels:
+        raise ValueError(f"{what} file {str(path)!r} has unlabelled events (no 'label' branch, or label -1), "
+                         f"but the {what} domain needs labels here")
+    return Domain(showers.images, showers.labels if has_labels else None, showers.energy.float(), what)
 
 
-def _class_names(n_classes: int) -> tuple[str, ...]:
+def particle_names(n_classes: int) -> tuple[str, ...]:
     """The schema's particle names (0 e+, 1 gamma, 2 pi+) for up to three classes, else class_k."""
     particles = tuple(simulate.PARTICLES)
     return particles[:n_classes] if n_classes <= len(particles) else tuple(f"class_{k}" for k in range(n_classes))
@@ -108,19 +112,19 @@ def load_data(config: RunConfig, *, progress: bool = True) -> RunData:
         sim_file, real_file = _write_simulated(config, geometry, progress)
     else:
         sim_file, real_file = Path(config.sim), Path(config.real)
-    sim, real = _read(sim_file, geometry, "sim"), _read(real_file, geometry, "real")
+    # real labels are used for evaluation, by target_oracle and by few_shot's k shots only
+    sim = read_domain(sim_file, geometry, "sim", labelled=True, min_events=10)
+    real = read_domain(real_file, geometry, "real", labelled=True, min_events=10)
     n_classes = int(sim.labels.max()) + 1
     if int(real.labels.max()) >= n_classes:
         raise ValueError(f"real file {str(real_file)!r} has label {int(real.labels.max())}, but the sim file's "
                          f"labels stop at {n_classes - 1}")
-    as_domain = lambda s, name: Domain(s.images, s.labels, s.energy.float(), name)  # noqa: E731
-    sim_val, sim_train = as_domain(sim, "sim").split(config.val_fraction, seed=config.data_seed)
+    sim_val, sim_train = sim.split(config.val_fraction, seed=config.data_seed)
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(config.data_seed + 1))
     cut = round(config.test_fraction * len(real))
     test_index, adapt_index = order[:cut].sort().values, order[cut:].sort().values
     real_split = torch.zeros(len(real), dtype=torch.int8)
     real_split[test_index] = 1
-    real_domain = as_domain(real, "real")
     randomized = None
     if any("domain_randomization" in method for method in config.methods):
         from ..evaluate import randomized_effects
@@ -129,7 +133,7 @@ def load_data(config: RunConfig, *, progress: bool = True) -> RunData:
                                   seed=config.data_seed + 2, description="randomised sim", progress=progress)
         randomized = Domain(showers.images, showers.labels, showers.energy.float(), "randomized")
     return RunData(
-        geometry=geometry, class_names=_class_names(n_classes), sim_train=sim_train, sim_val=sim_val,
-        real_adapt=real_domain.subset(adapt_index), real_test=real_domain.subset(test_index), real=real_domain, randomized=randomized,
+        geometry=geometry, class_names=particle_names(n_classes), sim_train=sim_train, sim_val=sim_val,
+        real_adapt=real.subset(adapt_index), real_test=real.subset(test_index), real=real, randomized=randomized,
         real_split=real_split, sim_file=sim_file, real_file=real_file,
     )

@@ -19,24 +19,9 @@ from ..adapt import AdaptConfig, Domain, fit, parse_method
 from ..evaluate import EnergyMeter, classification_metrics, feature_mmd, gap_alarm, proxy_a_distance, two_sample_auc
 from ..io._atomic import atomic_path
 from ..models import CaloCNN, predict
-from .data import _class_names
+from .data import particle_names, read_domain
 
 __all__ = ["adapt_step", "evaluate_step", "load_model"]
-
-
-def _read(path, geometry, what: str, *, labelled: bool) -> Domain:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{what} file not found: {str(path)!r}")
-    try:
-        showers = io.read_showers(path, geometry=geometry)
-    except IndexError as error:
-        raise ValueError(f"{what} file {str(path)!r} does not match geometry {geometry.name!r} "
-                         f"({geometry.n_cells} cells): {error}. Pass the file's geometry (--geometry)") from None
-    has_labels = len(showers) > 0 and not bool((showers.labels < 0).any())
-    if labelled and not has_labels:
-        raise ValueError(f"{what} file {str(path)!r} has unlabelled events (no 'label' branch, or label -1), "
-                         f"but the {what} domain needs labels here")
-    return Domain(showers.images, showers.labels if has_labels else None, showers.energy.float(), what)
 
 
 def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: str = "calogan",
@@ -44,9 +29,9 @@ def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: s
     """Fit ``method`` ("source_only" for ``sim2real train``) on the files and save it in ``out``; returns model.ckpt."""
     stages = parse_method(method)
     geometry = _geometry.get(geometry)
-    source = _read(sim, geometry, "sim", labelled=True)
+    source = read_domain(sim, geometry, "sim", labelled=True)
     needs_labels = any(m in ("target_oracle", "few_shot") for m in stages)
-    target = None if real is None else _read(real, geometry, "real", labelled=needs_labels)
+    target = None if real is None else read_domain(real, geometry, "real", labelled=needs_labels)
     if target is None and any(m not in ("source_only", "domain_randomization") for m in stages):
         raise ValueError(f"method {method!r} adapts to the real domain: give --real FILE")
     randomized = None
@@ -57,7 +42,7 @@ def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: s
         showers = simulate_domain(len(source), geometry=geometry, effects=randomized_effects(), seed=config.seed + 2,
                                   description="randomised sim", progress=progress)
         randomized = Domain(showers.images, showers.labels, showers.energy.float(), "randomized")
-    class_names = _class_names(int(source.labels.max()) + 1)
+    class_names = particle_names(int(source.labels.max()) + 1)
     folder = Path(out)
     if not resume:
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)
@@ -100,14 +85,14 @@ def evaluate_step(model_path: str, *, real: str, sim: str | None = None, out: st
     """
     model, saved = load_model(model_path)
     geometry, names = model.geometry, list(saved["class_names"])
-    target = _read(real, geometry, "real", labelled=False)
+    target = read_domain(real, geometry, "real", labelled=False)
     predictions = predict(model, target.inputs)
     result: dict = {"model": str(model_path), "method": saved["method"], "real": str(real), "events": len(target)}
     if target.labelled:
         metrics = classification_metrics(target.labels, predictions.probs, class_names=names)
         result |= {f"target_{k}": v for k, v in metrics.items()}
     if sim is not None:
-        source = _read(sim, geometry, "sim", labelled=True)
+        source = read_domain(sim, geometry, "sim", labelled=True)
         sim_predictions = predict(model, source.inputs)
         result["source_accuracy"] = classification_metrics(source.labels, sim_predictions.probs,
                                                            class_names=names)["accuracy"]
