@@ -202,8 +202,11 @@ def test_checkpoint_dir_errors(domains, tmp_path):
         _fit("coral", domains, TINY.replace(coral_weight=2.0), checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         _fit("coral", domains, resume=True)
-    with pytest.raises(FileNotFoundError, match="not an existing folder"):
-        _fit("coral", domains, checkpoint_dir=tmp_path / "missing")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        _fit("coral", domains, checkpoint_dir=tmp_path / "a_file")
+    _fit("coral", domains, checkpoint_dir=tmp_path / "new" / "folder")  # created
+    assert any((tmp_path / "new" / "folder").iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -158,3 +158,35 @@ def test_train_adapt_evaluate_steps(tmp_path, capsys):
     friend = io.read_arrays(tmp_path / "eval" / "predictions.root", tree="results")
     assert friend["score"].shape == (300, 3)
     torch.testing.assert_close(torch.as_tensor(friend["score"]).sum(1), torch.ones(300), atol=1e-5, rtol=0)
+
+
+def test_killed_command_resumes_to_the_same_results(tmp_path):
+    """SIGKILL `sim2real run` in the middle of a method's training, then --resume: the straight run's results."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    description = {**TINY, "methods": ["source_only", "dann"], "events": 300, "real_events": 300,
+                   "adapt": {**TINY["adapt"], "epochs": 3}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(description))
+    out = tmp_path / "killed"
+    command = [sys.executable, "-c", "import sys; from sim2real_fast.cli import main; sys.exit(main())",
+               "run", "--config", str(path), "--out", str(out), "--threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_dann_epoch = out / "checkpoints" / "dann-seed0"
+    deadline = time.monotonic() + 300
+    while not (first_dann_epoch.is_dir() and any(first_dann_epoch.glob("*.pt"))):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "methods" / "dann-seed0" / "result.json").exists()
+    subprocess.run(command + ["--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = json.loads((out / "results.json").read_text())
+    straight = workflow.run(RunConfig.from_dict({**description, "out": str(tmp_path / "straight"), "threads": 1}),
+                            progress=False, log=lambda _: None)
+    _assert_same(resumed["methods"], json.loads(json.dumps(straight["methods"])))

@@ -95,7 +95,7 @@ def fit(
             from which ``few_shot`` draws ``config.few_shot_k`` events per class.
         randomized_source: labelled domain-randomised simulation, the training set of
             ``domain_randomization`` (which then ignores ``source``).
-        checkpoint_dir: an existing empty folder (or one with this run's checkpoints and
+        checkpoint_dir: a folder, created if missing, empty (or one with this run's checkpoints and
             ``resume=True``): a file per epoch is written there. Without it the checkpoints keep
             the model's state_dict in memory.
         resume: continue after the last checkpoint in ``checkpoint_dir`` (a run that finished
@@ -121,8 +121,10 @@ def fit(
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     if resume and folder is None:
         raise ValueError("fit: resume=True needs the checkpoint_dir of the run to continue")
-    if folder is not None and not folder.is_dir():
-        raise FileNotFoundError(f"fit: checkpoint_dir {folder} is not an existing folder")
+    if folder is not None:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"fit: checkpoint_dir {folder} exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.random.default_generator.manual_seed(config.seed)

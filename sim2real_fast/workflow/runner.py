@@ -72,7 +72,6 @@ def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Pa
     if resume and (folder / "result.json").exists():
         return json.loads((folder / "result.json").read_text()), torch.load(folder / "arrays.pt")
     checkpoints = out / "checkpoints" / f"{method_slug(method)}-seed{seed}"
-    checkpoints.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = CaloCNN(data.geometry, n_classes=len(data.class_names))
     with EnergyMeter() as meter:

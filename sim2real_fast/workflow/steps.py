@@ -46,7 +46,6 @@ def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: s
     folder = Path(out)
     if not resume:
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = CaloCNN(geometry, n_classes=len(class_names))
     started = time.perf_counter()
