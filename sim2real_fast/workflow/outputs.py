@@ -72,6 +72,21 @@ def _figures(folder: Path, results: dict, arrays: dict[str, dict], data: RunData
     return figures
 
 
+def _not_better(methods: dict) -> list[str]:
+    """A note for every method that does not beat source_only on real accuracy (mean over seeds)."""
+    baseline = methods.get("source_only", {}).get("target_accuracy")
+    if baseline is None:
+        return []
+    notes = []
+    for method, entry in methods.items():
+        score = entry.get("target_accuracy")
+        if method not in ("source_only", "target_oracle") and score is not None and score <= baseline:
+            notes.append(f"{method} does not beat source_only on real accuracy ({100 * score:.1f}% vs "
+                         f"{100 * baseline:.1f}%): its alignment or pseudo-labels did not help on this shift; "
+                         "see its training curve and its validators' picks above.")
+    return notes
+
+
 def table_results(results: dict) -> dict:
     """Per method its scores; with several seeds each scalar as {"mean", "std"} (what the report tables show)."""
     several = len(results["config"]["seeds"]) > 1
@@ -103,7 +118,8 @@ def write_outputs(out: Path, results: dict, arrays: dict[str, dict], data: RunDa
                 "gap_threshold": config.gap_alarm_threshold},
         selection=selection, alarms=results["alarms"],
         notes=[f"Data: sim {data.sim_file}, real {data.real_file}; real events {len(data.real)} "
-               f"({len(data.real_adapt)} for adaptation, labels hidden; {len(data.real_test)} for testing)."],
+               f"({len(data.real_adapt)} for adaptation, labels hidden; {len(data.real_test)} for testing).",
+               *_not_better(results["methods"])],
     )
     outputs["report"] = str(out / "report.md")
     return outputs
