@@ -52,11 +52,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _check_resumable(out: Path, config: RunConfig, resume: bool) -> None:
-    """A fresh run clears ``out``'s previous results; a resumed one must have the same configuration."""
+    """A fresh run clears ``out``'s previous results; a resumed one must have the same configuration (threads aside)."""
     stored = out / "run.json"
     if resume and stored.exists():
-        previous = json.loads(stored.read_text())
-        if previous != json.loads(json.dumps(config.to_dict())):
+        # the thread count may change between the two (it changes round-off, not the method)
+        previous = {k: v for k, v in json.loads(stored.read_text()).items() if k != "threads"}
+        if previous != {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k != "threads"}:
             raise ValueError(f"--resume: {str(out)!r} holds a run with another configuration ({stored}); "
                              "use the same options or another --out")
     elif not resume:
