@@ -38,7 +38,10 @@ def summarise(preset: str, results: dict) -> list[str]:
     below = [m for m, e in adapted.items() if e["target_accuracy"] <= base["target_accuracy"]]
     seeds = results["config"]["seeds"]
     lines = [
-        f"### preset `{preset}`: {len(seeds)} seeds {seeds}, {results['seconds'] / 60:.1f} min",
+        f"### preset `{preset}`: {len(seeds)} seed(s) {seeds}, {results['seconds'] / 60:.1f} min",
+        "",
+        f"`sim2real run --preset {preset} --seeds {' '.join(map(str, seeds))} --no-export`"
+        + (f" (threads {results['config']['threads']})" if results["config"]["threads"] else ""),
         "",
         "| method | real accuracy [%] | sim accuracy [%] | gap recovered [%] | A-distance | train time [s] |",
         "|---|---|---|---|---|---|",
@@ -68,8 +71,8 @@ def main() -> int:
     args = parser.parse_args()
     sim2real = Path(sys.executable).with_name("sim2real")
     summary = ["# The main job across seeds and shifts", "",
-               f"`python benchmarks/main_job.py --presets {' '.join(args.presets)} --seeds {' '.join(args.seeds)}`"
-               f" on {platform.processor() or platform.machine()}, {platform.platform()}.", ""]
+               f"Collected by `python benchmarks/main_job.py --presets {' '.join(args.presets)}` on "
+               f"{platform.platform()}. Train times depend on the machine's load while it ran.", ""]
     for preset in args.presets:
         out = args.work / preset
         if not (out / "results.json").exists():
