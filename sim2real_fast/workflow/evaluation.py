@@ -8,7 +8,7 @@ import torch
 
 from ..adapt import FitResult, validators
 from ..evaluate import classification_metrics, feature_mmd, proxy_a_distance, two_sample_auc
-from ..models import predict
+from ..models import Predictions, predict
 from .data import RunData
 
 __all__ = ["evaluate_fit"]
@@ -57,7 +57,8 @@ def evaluate_fit(fit: FitResult, data: RunData, *, seed: int, feature_events: in
     """
     names = list(data.class_names)
     sim = predict(fit.model, data.sim_val.inputs)
-    real_test = predict(fit.model, data.real_test.inputs)
+    real = predict(fit.model, data.real.inputs)  # every real event once; the test set is its split-1 part
+    real_test = Predictions(*(values[data.real_split == 1] for values in real))
     target = classification_metrics(data.real_test.labels, real_test.probs, class_names=names)
     source = classification_metrics(data.sim_val.labels, sim.probs, class_names=names)
     generator = torch.Generator().manual_seed(seed)
@@ -73,7 +74,7 @@ def evaluate_fit(fit: FitResult, data: RunData, *, seed: int, feature_events: in
         "selection": _selection(_checkpoint_scores(fit, data, seed)),
     }
     arrays = {
-        "real_probs": predict(fit.model, data.real.inputs).probs,
+        "real_probs": real.probs,
         "test_probs": real_test.probs,
         "sim_features": sim_features,
         "real_features": real_features,
