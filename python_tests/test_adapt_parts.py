@@ -7,10 +7,10 @@ import torch
 
 from sim2real_fast import geometry
 from sim2real_fast.adapt import METHODS, AdaptConfig, CaloAugment, parse_method
-from sim2real_fast.adapt.few_shot import k_shot_indices
 from sim2real_fast.adapt.methods import stages
-from sim2real_fast.adapt.pseudo_label import select_pseudo_labels
-from sim2real_fast.adapt.simclr import ProjectionHead, nt_xent
+from sim2real_fast.adapt.methods.few_shot import k_shot_indices
+from sim2real_fast.adapt.methods.pseudo_label import select_pseudo_labels
+from sim2real_fast.adapt.methods.simclr import ProjectionHead, nt_xent
 
 
 # ---- parse_method ------------------------------------------------------------------------------

@@ -5,11 +5,11 @@ from .augment import CaloAugment
 from .checkpoint import Checkpoint
 from .config import AdaptConfig
 from .domain import Domain
-from .methods import METHODS, parse_method
+from .methods import METHODS, Method, Stage, parse_method, register
 from .trainer import FitResult, fit
 from .validators import VALIDATORS, select, validator_scores
 
 __all__ = [
-    "AdaptConfig", "CaloAugment", "Checkpoint", "Domain", "FitResult", "METHODS", "VALIDATORS", "fit",
-    "parse_method", "select", "validator_scores", "validators",
+    "AdaptConfig", "CaloAugment", "Checkpoint", "Domain", "FitResult", "METHODS", "Method", "Stage", "VALIDATORS",
+    "fit", "parse_method", "register", "select", "validator_scores", "validators",
 ]

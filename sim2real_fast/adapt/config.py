@@ -58,6 +58,11 @@ class AdaptConfig:
         simclr_lr: Adam learning rate of the pretraining.
         simclr_augment_labelled: with simclr, the labelled batches of the supervised stages are
             augmented too (the classifier then learns on the invariances the pretraining taught).
+        mask_occupancy: ``mask_cells`` masks a cell whose real and sim occupancies (fraction of events
+            with a non-zero reading) differ by more than this (absolute) and by ``mask_z`` sigma.
+        mask_energy: ... or whose mean energies differ by more than this fraction of the larger one
+            and by ``mask_z`` standard errors.
+        mask_z: the significance both tests of ``mask_cells`` require.
         seed: the seed of everything random inside fit (batch order, augmentations, k-shot draw,
             initialisation of the discriminator and projection heads, dropout).
     """
@@ -85,6 +90,9 @@ class AdaptConfig:
     simclr_projection: int = 64
     simclr_lr: float = 2e-3
     simclr_augment_labelled: bool = True
+    mask_occupancy: float = 0.02
+    mask_energy: float = 0.5
+    mask_z: float = 5.0
     seed: int = 0
 
     def __post_init__(self) -> None:

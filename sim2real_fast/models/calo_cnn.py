@@ -25,8 +25,9 @@ __all__ = ["CaloCNN"]
 class CaloCNN(nn.Module):
     """Classifier of (N, n_cells) cell energies in MeV (the geometry's flat order) -> (N, n_classes) logits.
 
-    Cells are normalised inside as log1p(E / MeV) / ``log_scale`` (negative energies, e.g. noise,
-    are clamped to 0). ``features(images)`` gives the (N, n_features) representation (non-negative,
+    Cells are multiplied by the ``input_scale`` buffer ((n_cells,), ones; ``mask_cells`` zeroes the
+    cells it masks, so the exported model masks them too), then normalised inside as
+    log1p(E / MeV) / ``log_scale`` (negative energies, e.g. noise, are clamped to 0). ``features(images)`` gives the (N, n_features) representation (non-negative,
     after a ReLU) on which domain-adaptation losses act; ``head(features)`` gives the logits, and
     ``forward = head o features``.
 
@@ -83,6 +84,7 @@ class CaloCNN(nn.Module):
             nn.Linear(flat + len(shapes), hidden), nn.ReLU(), nn.Linear(hidden, n_features), nn.ReLU()
         )
         self.head = nn.Linear(n_features, n_classes)
+        self.register_buffer("input_scale", torch.ones(self.geometry.n_cells))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, n_cells) MeV -> (N, n_features)."""
@@ -91,7 +93,7 @@ class CaloCNN(nn.Module):
                 f"CaloCNN: expected images (N, {self.geometry.n_cells}) for {self.geometry.name!r}, "
                 f"got {tuple(images.shape)}"
             )
-        layers = self.geometry.split_layers(images.float().clamp_min(0))
+        layers = self.geometry.split_layers((images.float() * self.input_scale).clamp_min(0))
         energy = torch.stack([layer.sum((-2, -1)) for layer in layers], 1)  # (N, n_layers) MeV
         parts = [torch.log1p(energy) / self.log_scale]
         for branch, indices in zip(self.branches, self.groups.values()):
