@@ -13,7 +13,7 @@ def _simulate(out, *extra):
 def test_simulate_writes_both_domains_and_dqm_maps(tmp_path, capsys):
     assert _simulate(tmp_path, "--hdf5", "--seed", "3") == 0
     printed = capsys.readouterr().out
-    assert "300 showers per domain" in printed and "pi+" in printed
+    assert "300 showers per domain" in printed and "pi+" in printed and "real preset 'realistic'" in printed
     sim, real = io.read_showers(tmp_path / "sim.root"), io.read_showers(tmp_path / "real.root")
     assert len(sim) == len(real) == 300 and sim.geometry.name == "calogan"
     assert set(sim.labels.tolist()) == {0, 1, 2} and bool((sim.energy >= 1).all() & (sim.energy <= 100).all())
@@ -36,7 +36,7 @@ def test_simulate_is_deterministic_and_the_seed_matters(tmp_path):
     assert th2.values.shape == (4, 72, 84)
 
 
-@pytest.mark.parametrize("arguments", [["--events", "0"], ["--preset", "worst"], ["--lumisections", "-1"]])
+@pytest.mark.parametrize("arguments", [["--events", "0"], ["--preset", "default"], ["--lumisections", "-1"]])
 def test_bad_arguments_exit_with_a_message(tmp_path, arguments, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["simulate", "--out", str(tmp_path), *arguments])

@@ -1,5 +1,6 @@
 """Physics validation of the shower simulator: profiles, containment, resolution, pions vs electrons."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +14,11 @@ from sim2real_fast.simulate import PB_LAR, em
 from sim2real_fast.simulate.medium import FE_SCINT, LAR, MEDIA, W_SI
 
 X0 = PB_LAR.x0_mm
+ON_AXIS = simulate.ShowerPhysics(beam_spot_cells=0.0, beam_divergence_mrad=0.0)
+
+
+def sampling_terms(medium) -> dict:
+    return dict(period_x0=medium.period_x0, e_hat=medium.e_hat)
 
 
 def thin_layers(n_layers: int, depth_x0: float, cell_mm: float = 40.0, cells: int = 15) -> Geometry:
@@ -36,22 +42,26 @@ def relative_spread(images: torch.Tensor) -> float:
 @pytest.mark.parametrize("medium", sorted(MEDIA))
 @pytest.mark.parametrize("energy", [10.0, 100.0])
 def test_longitudinal_sampler_peaks_at_the_parametrised_maximum(energy, medium):
-    """Grindhammer-Peters: the mean profile in 0.25 X0 bins peaks at T = ln y - 0.812 (medians: exactly)."""
+    """Grindhammer-Peters: the mean profile in 0.25 X0 bins peaks at T = ln y - 0.812 (+ the sampling terms in a
+    sampling medium; medians: exactly)."""
     medium = MEDIA[medium]
     edges = torch.arange(0, 40.01, 0.25)
     centres = (edges[:-1] + edges[1:]) / 2
-    t_max = em.median_shower_max(energy, medium.critical_mev)
+    t_max = em.median_shower_max(energy, medium.critical_mev, **sampling_terms(medium))
     e = torch.full((20000,), energy)
-    alpha, beta = em.longitudinal_parameters(e[:1], medium.z_eff, medium.critical_mev, generator=None)
+    alpha, beta = em.longitudinal_parameters(e[:1], medium.z_eff, medium.critical_mev, generator=None,
+                                             **sampling_terms(medium))
     fraction, _ = em.profile_fractions(alpha, beta, torch.zeros(1), edges)
     assert abs(centres[fraction[0].argmax()] - t_max) <= 0.125 + 1e-6
     g = torch.Generator().manual_seed(1)
-    alpha, beta = em.longitudinal_parameters(e, medium.z_eff, medium.critical_mev, generator=g)
+    alpha, beta = em.longitudinal_parameters(e, medium.z_eff, medium.critical_mev, generator=g,
+                                             **sampling_terms(medium))
     fraction, mean_depth = em.profile_fractions(alpha, beta, torch.zeros_like(e), edges)
     assert abs(centres[fraction.mean(0).argmax()] - t_max) <= 0.5
     # the fluctuations are there: the per-shower maxima spread by about sigma(ln T) T
     per_shower_t = (alpha - 1) / beta
-    sigma_ln_t = 1 / (-1.4 + 1.26 * math.log(energy * 1000 / medium.critical_mev))
+    ln_y = math.log(energy * 1000 / medium.critical_mev)
+    sigma_ln_t = 1 / (-2.5 + 1.25 * ln_y) if medium.period_x0 > 0 else 1 / (-1.4 + 1.26 * ln_y)
     assert torch.log(per_shower_t).std().item() == pytest.approx(sigma_ln_t, rel=0.1)
     # the Gamma CDF fractions and first moments are consistent with the closed forms
     assert fraction.sum(1).mean().item() == pytest.approx(1.0, abs=2e-3)
@@ -73,7 +83,7 @@ def test_showers_in_fine_layers_peak_where_the_parametrisation_says_photons_late
         layers = s2r.shower_features(out.images, geometry).layer_energy.double()
         profiles[particle] = layers.mean(0)
         mean_depth[particle] = ((layers * depth).sum(1) / layers.sum(1)).mean().item()
-    t_max = em.median_shower_max(energy, PB_LAR.critical_mev)
+    t_max = em.median_shower_max(energy, PB_LAR.critical_mev, **sampling_terms(PB_LAR))
     assert abs(depth[profiles["e+"].argmax()].item() - t_max) <= 1.0
     assert depth[profiles["gamma"].argmax()] >= depth[profiles["e+"].argmax()]
     assert mean_depth["gamma"] - mean_depth["e+"] == pytest.approx(9 / 7, abs=0.25)
@@ -159,7 +169,7 @@ def test_pion_response_in_a_deep_calorimeter_is_e_over_h():
 def test_non_interacting_pions_leave_a_mip_track():
     """A pion that punches through deposits ~0.56 MeV/mm along its path, in the central cells only."""
     geometry = s2r.geometry.get("calogan")
-    physics = simulate.ShowerPhysics(medium=PB_LAR)
+    physics = ON_AXIS.replace(medium=PB_LAR)
     out = simulate.showers(4000, particles="pi+", energy_range=(20, 20), seed=7, physics=physics)
     total = out.images.sum(1)
     mip = 480.0 * PB_LAR.mip_mev_per_mm
@@ -179,10 +189,12 @@ def test_non_interacting_pions_leave_a_mip_track():
 def test_ds2_profile_peaks_at_the_w_si_maximum_ninety_percent_within_one_moliere_radius():
     """ds2: 45 layers of 3.4 mm W/Si (0.81 X0); 50 GeV e+ peak at T(W/Si) and keep ~90% inside R_M = 10.9 mm."""
     geometry = s2r.geometry.get("calochallenge-ds2")
-    out = simulate.showers(800, geometry=geometry, particles="e+", energy_range=(50, 50), seed=3, threshold_mev=0.0)
+    out = simulate.showers(800, geometry=geometry, particles="e+", energy_range=(50, 50), seed=3, threshold_mev=0.0,
+                           physics=ON_AXIS)
     profile = s2r.shower_features(out.images, geometry).layer_energy.double().mean(0)
     depth = (torch.arange(45) + 0.5) * (3.4 / W_SI.x0_mm)
-    assert abs(depth[profile.argmax()].item() - em.median_shower_max(50.0, W_SI.critical_mev)) <= 0.81
+    t_max = em.median_shower_max(50.0, W_SI.critical_mev, **sampling_terms(W_SI))
+    assert abs(depth[profile.argmax()].item() - t_max) <= 0.81
     per_r = out.images.view(-1, 45, 16, 9).double().sum((0, 1, 2))
     cumulative = np.r_[0.0, (torch.cumsum(per_r, 0) / per_r.sum()).numpy()]
     within = np.interp(W_SI.moliere_mm, geometry.layers[0].r_edges, cumulative)
@@ -208,9 +220,9 @@ def test_ds2_pions_are_wider_and_read_lower_than_electrons():
     features = {p: s2r.shower_features(simulate.showers(500, geometry=geometry, particles=p, energy_range=(50, 50),
                                                         seed=5).images, geometry) for p in ("e+", "pi+")}
     e, pi = features["e+"], features["pi+"]
-    showering = pi.layer_energy[:, 25] > 1000  # pions with a shower in layer 25
+    showering = pi.layer_energy[:, 12] > 1000  # pions with a shower in layer 12 (9.7 X0: e+ well sampled)
     assert showering.float().mean() > 0.1
-    assert pi.width_x[showering, 25].mean() > 2 * e.width_x[:, 25].mean()
+    assert pi.width_x[showering, 12].mean() > 2 * e.width_x[:, 12].mean()
     assert pi.total.mean() < 0.5 * e.total.mean()  # 1.3 lambda_I deep: most of the hadronic energy leaks
 
 
@@ -224,7 +236,8 @@ def test_ds1_em_layers_follow_the_pb_lar_profile_behind_the_lar_presampler():
     thickness_x0 = [11.3 / LAR.x0_mm, 68.6 / PB_LAR.x0_mm, 255.2 / PB_LAR.x0_mm, 31.9 / PB_LAR.x0_mm,
                     298.5 / FE_SCINT.x0_mm]
     edges = torch.tensor([0.0, *thickness_x0]).cumsum(0)
-    alpha, beta = em.longitudinal_parameters(torch.tensor([50.0]), PB_LAR.z_eff, PB_LAR.critical_mev, generator=None)
+    alpha, beta = em.longitudinal_parameters(torch.tensor([50.0]), PB_LAR.z_eff, PB_LAR.critical_mev, generator=None,
+                                             **sampling_terms(PB_LAR))
     expected, _ = em.profile_fractions(alpha, beta, torch.zeros(1), edges)
     assert torch.allclose(share, expected[0].double(), atol=0.01)
     assert share[2] > 0.85  # EMB2 holds the shower
@@ -246,3 +259,89 @@ def test_ds1_pions_cross_each_layer_in_its_own_interaction_lengths():
     as_pb_lar = simulate.showers(2000, geometry=geometry, particles="pi+", energy_range=(50, 50), seed=7,
                                  physics=simulate.ShowerPhysics(medium=PB_LAR)).overflow.double() / 50_000
     assert leak < 0.02 and as_pb_lar.mean().item() > 3 * leak
+
+
+# ---- GFlash's sampling-calorimeter terms, the spot count, the beam ------------------------------------
+
+
+def test_sampling_terms_match_hand_computed_values_for_pb_lar():
+    """hep-ex/0001020 (sampling section; Geant4 GFlashSamplingShowerTuning coefficients), 50 GeV e+ in 2 mm Pb
+    + 4 mm LAr: X0_eff = 15.556 mm, F_S = 15.556 / 6 = 2.5926, e-hat = 1 / (1 + 0.007 (82 - 18)) = 0.69061,
+    ln y = ln(50000 / 9.3122) = 8.5884; T_hom = 8.5884 - 0.812 = 7.7764,
+    T_sam = 7.7764 - 0.55 / 2.5926 - 0.69 (1 - 0.69061) = 7.3508;
+    alpha_hom = 0.81 + (0.458 + 2.26 / 69.365) 8.5884 = 5.0233, alpha_sam = 5.0233 - 0.476 / 2.5926 = 4.8397;
+    sigma(ln T) = 1 / (-2.5 + 1.25 x 8.5884) = 0.12142."""
+    assert 1 / PB_LAR.period_x0 == pytest.approx(2.5926, abs=1e-4)
+    assert PB_LAR.e_hat == pytest.approx(0.69061, abs=1e-5)
+    assert em.median_shower_max(50.0, PB_LAR.critical_mev) == pytest.approx(7.7764, abs=1e-4)
+    assert em.median_shower_max(50.0, PB_LAR.critical_mev, **sampling_terms(PB_LAR)) == pytest.approx(7.3508, abs=1e-4)
+    e = torch.tensor([50.0], dtype=torch.float64)
+    alpha, beta = em.longitudinal_parameters(e, PB_LAR.z_eff, PB_LAR.critical_mev, generator=None,
+                                             **sampling_terms(PB_LAR))
+    assert alpha.item() == pytest.approx(4.8397, abs=1e-4)
+    assert ((alpha - 1) / beta).item() == pytest.approx(7.3508, abs=1e-4)
+    homogeneous = em.longitudinal_parameters(e, PB_LAR.z_eff, PB_LAR.critical_mev, generator=None)
+    assert homogeneous[0].item() == pytest.approx(5.0233, abs=1e-4)
+    g = torch.Generator().manual_seed(0)
+    alpha, beta = em.longitudinal_parameters(e.expand(40000), PB_LAR.z_eff, PB_LAR.critical_mev, generator=g,
+                                             **sampling_terms(PB_LAR))
+    assert torch.log((alpha - 1) / beta).std().item() == pytest.approx(0.12142, rel=0.03)
+    assert LAR.period_x0 == 0 and LAR.e_hat == 1  # homogeneous: no sampling terms
+
+
+def test_sampling_terms_move_the_simulated_centroid_as_the_paper_says():
+    """Through the simulator in 40 layers of 1 X0 of Pb/LAr: the energy-weighted depth of 50 GeV e+ moves by
+    <t>_sam - <t>_hom = T_s alpha_s / (alpha_s - 1) - T_h alpha_h / (alpha_h - 1) = 9.265 - 9.709 = -0.444 X0."""
+    geometry = thin_layers(40, 1.0)
+    depth = torch.arange(40, dtype=torch.float64) + 0.5
+    centroid = {}
+    for name, medium in (("sampling", PB_LAR), ("homogeneous", dataclasses.replace(PB_LAR, period_x0=0.0, e_hat=1.0))):
+        out = simulate.showers(3000, geometry=geometry, particles="e+", energy_range=(50, 50), seed=8,
+                               threshold_mev=0.0, physics=ON_AXIS.replace(medium=medium))
+        layers = s2r.shower_features(out.images, geometry).layer_energy.double()
+        centroid[name] = ((layers * depth).sum(1) / layers.sum(1)).mean().item()
+    assert centroid["sampling"] - centroid["homogeneous"] == pytest.approx(-0.444, abs=0.08)
+
+
+def test_spot_count_follows_the_energy():
+    """GFlash: N = 10.3 / S_c E^0.959 (sampling), 93 ln Z E^0.876 (homogeneous); 10 GeV, S_c = 0.1: 937.2."""
+    e = torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64)
+    sampling = em.spot_count(e, sampling_term=0.1, z_eff=69.4, sampling=True)
+    assert sampling.tolist() == pytest.approx([103.0, 937.2, 8527.5], rel=1e-4)
+    homogeneous = em.spot_count(e, sampling_term=0.1, z_eff=18.0, sampling=False)
+    assert homogeneous[0].item() == pytest.approx(93 * math.log(18.0))
+    assert homogeneous[2].item() == pytest.approx(93 * math.log(18.0) * 100**0.876)
+
+
+def test_cell_fluctuations_keep_falling_above_a_few_gev():
+    """The hottest layer_1 cell's share of its layer fluctuates less at higher energy, up to the spot cap
+    (4096 spots: ~47 GeV); with a cap of 256 spots (~2.5 GeV) it would stop falling."""
+    calogan = s2r.geometry.get("calogan")
+
+    def spread(energy, physics):
+        out = simulate.showers(600, particles="e+", energy_range=(energy, energy), seed=3, physics=physics)
+        layer = calogan.split_layers(out.images)[1].flatten(1).double()
+        share = layer.max(1).values / layer.sum(1)
+        return (share.std() / share.mean()).item()
+
+    gflash = [spread(e, ON_AXIS) for e in (5.0, 10.0, 20.0, 40.0)]
+    assert all(b < 0.85 * a for a, b in zip(gflash, gflash[1:]))
+    capped = [spread(e, ON_AXIS.replace(max_spots=256)) for e in (10.0, 40.0)]
+    assert capped[1] > 0.8 * capped[0] and capped[1] > 1.5 * gflash[3]
+
+
+def test_beam_spot_spreads_the_entry_by_about_one_cell_and_showers_stay_contained():
+    kwargs = dict(particles="e+", energy_range=(50, 50), seed=9)
+    beam = simulate.showers(2000, **kwargs)
+    axis = simulate.showers(2000, physics=ON_AXIS, **kwargs)
+    f_beam, f_axis = (s2r.shower_features(o.images, o.geometry) for o in (beam, axis))
+    # layer_1 (40 mm cells): centroid spread ~ 0.5 x 40 mm per axis (Gaussian, so ~one cell wide)
+    assert f_beam.centroid_x[:, 1].std().item() == pytest.approx(20.0, rel=0.1)
+    assert f_beam.centroid_y[:, 1].std().item() == pytest.approx(20.0, rel=0.1)
+    assert f_axis.centroid_x[:, 1].std().item() < 3.0
+    assert f_beam.total.mean() / f_axis.total.mean() == pytest.approx(1.0, abs=0.002)
+    # the angular spread tilts the axis: the entry point moves apart between the front and the back
+    tilted = simulate.showers(2000, physics=ON_AXIS.replace(beam_divergence_mrad=50.0), **kwargs)
+    f_tilt = s2r.shower_features(tilted.images, tilted.geometry)
+    lever = (f_tilt.centroid_x[:, 1] - f_tilt.centroid_x[:, 0]).std() / (f_axis.centroid_x[:, 1] - f_axis.centroid_x[:, 0]).std()
+    assert lever > 1.5

@@ -1,20 +1,20 @@
 """The ``sim2real`` command: ``run`` (the main job), ``train``, ``adapt``, ``evaluate`` (its steps; see
 :mod:`sim2real_fast.workflow.commands`), ``simulate`` and ``gap``.
 
-    sim2real simulate --out DIR [--events N] [--preset default] [--seed S] [--geometry calogan]
+    sim2real simulate --out DIR [--events N] [--preset realistic] [--seed S] [--geometry calogan]
                       [--lumisections N] [--hdf5] [--dqm-format tree|th2]
 
-Writes DIR/sim.root and DIR/real.root (event trees: hit_cell, hit_energy MeV, label, energy GeV; the
-label of real events is for evaluation only), DIR/dqm_sim.root and DIR/dqm_real.root (HCAL occupancy
+Writes DIR/sim.root (the sim domain: preset nominal) and DIR/real.root (the chosen "real" preset)
+(event trees: hit_cell, hit_energy MeV, label, energy GeV; the label of real events is for evaluation only), DIR/dqm_sim.root and DIR/dqm_real.root (HCAL occupancy
 maps per lumi-section with fault labels), and with ``--hdf5`` the same as HDF5 (CaloGAN layout for
 showers when the geometry is calogan, CaloChallenge otherwise; HCAL DQM layout for the maps).
 
-    sim2real gap [--events N] [--test-events N] [--presets mild default severe] [--seeds 0 1 2]
+    sim2real gap [--events N] [--test-events N] [--presets realistic dev stress] [--seeds 0 1 2]
                  [--epochs E] [--trainings sim randomized] [--threads T] [--out FILE.json]
 
-trains the CaloCNN classifier (e+ / gamma / pi+) on plain and on domain-randomised simulation and
-prints its accuracy on held-out simulation and on each preset's "real" detector, and the drop in
-accuracy points; ``--out`` also writes the full result as JSON.
+trains the CaloCNN classifier (e+ / gamma / pi+) on the sim domain (preset nominal) and on
+domain-randomised simulation (the prior) and prints its accuracy and e+/gamma AUC on held-out sim and
+on each "real" preset, and the drops; ``--out`` also writes the full result as JSON.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def simulate_command(args: argparse.Namespace) -> int:
     geometry = _geometry.get(args.geometry)
     started = time.perf_counter()
     domains = {
-        "sim": simulate_domain(args.events, geometry=geometry, effects=None, seed=args.seed, description="sim"),
+        "sim": simulate_domain(args.events, geometry=geometry, effects="nominal", seed=args.seed, description="sim"),
         "real": simulate_domain(args.events, geometry=geometry, effects=args.preset, seed=args.seed + 1,
                                  description=f"real ({args.preset})"),
     }
@@ -87,7 +87,7 @@ def simulate_command(args: argparse.Namespace) -> int:
             written.append(out / f"dqm_{domain}.h5")
     seconds = time.perf_counter() - started
 
-    print(f"\nsim2real simulate: {args.events} showers per domain ({geometry.name}), preset {args.preset!r}, "
+    print(f"\nsim2real simulate: {args.events} showers per domain ({geometry.name}), sim 'nominal', real preset {args.preset!r}, "
           f"seed {args.seed}, {args.lumisections} DQM lumi-sections per domain, {seconds:.1f} s")
     layer_names = "/".join(layer.name for layer in geometry.layers)
     _print_table(
@@ -126,6 +126,10 @@ def _pm(value: dict[str, float], several: bool) -> str:
     return f"{value['mean']:.1f} +- {value['std']:.1f}" if several else f"{value['mean']:.1f}"
 
 
+def _pm3(value: dict[str, float], several: bool) -> str:
+    return f"{value['mean']:.3f} +- {value['std']:.3f}" if several else f"{value['mean']:.3f}"
+
+
 def gap_command(args: argparse.Namespace) -> int:
     from .evaluate import domain_gap
 
@@ -140,8 +144,11 @@ def gap_command(args: argparse.Namespace) -> int:
         summary = entry["summary"]
         for preset in config["presets"]:
             rows.append([training, preset, _pm(summary["sim_accuracy"], several),
-                         _pm(summary["real_accuracy"][preset], several), _pm(summary["drop"][preset], several)])
-    _print_table(["training", "preset", "sim accuracy %", "real accuracy %", "drop (points)"], rows)
+                         _pm(summary["real_accuracy"][preset], several), _pm(summary["drop"][preset], several),
+                         _pm3(summary["sim_auc"], several), _pm3(summary["real_auc"][preset], several),
+                         _pm3(summary["auc_drop"][preset], several)])
+    _print_table(["training", "preset", "sim accuracy %", "real accuracy %", "drop (points)", "sim e+/gamma AUC",
+                  "real e+/gamma AUC", "AUC drop"], rows)
     if args.out is not None:
         _write_json_atomically(Path(args.out), result)
         print(f"\nwritten: {args.out}")
@@ -157,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                               description=__doc__.split("\n\n")[2].strip())
     sim.add_argument("--out", required=True, help="output folder (created if missing)")
     sim.add_argument("--events", type=int, default=50_000, help="showers per domain (default 50000)")
-    sim.add_argument("--preset", default="default", choices=sorted(PRESETS), help="the 'real' detector's effects")
+    sim.add_argument("--preset", default="realistic", choices=sorted(PRESETS),
+                     help="the 'real' detector (default realistic; dev, stress; the sim domain is nominal)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     sim.add_argument("--geometry", default="calogan", help="geometry preset or description file (default calogan)")
     sim.add_argument("--lumisections", type=int, default=500, help="DQM lumi-sections per domain (default 500)")
@@ -168,17 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate import TRAININGS
 
-    gap = commands.add_parser("gap", help="accuracy a sim-trained classifier loses on each 'real' detector preset",
+    gap = commands.add_parser("gap", help="accuracy a classifier trained on the sim domain loses on each 'real' preset",
                               description=__doc__.split("\n\n")[3].strip())
     positive, non_negative = _int_at_least(1), _int_at_least(0)
     gap.add_argument("--events", type=positive, default=30_000, help="training showers (default 30000)")
     gap.add_argument("--test-events", type=positive, default=10_000, help="test showers per domain (default 10000)")
-    gap.add_argument("--presets", nargs="+", default=["mild", "default", "severe"], choices=sorted(PRESETS),
-                     help="'real' detector presets to test on (default mild default severe)")
+    gap.add_argument("--presets", nargs="+", default=["realistic", "dev", "stress"], choices=sorted(PRESETS),
+                     help="'real' detector presets to test on (default realistic dev stress)")
     gap.add_argument("--seeds", nargs="+", type=non_negative, default=[0], help="seeds, one training each (default 0)")
     gap.add_argument("--epochs", type=positive, default=4, help="training epochs (default 4)")
     gap.add_argument("--trainings", nargs="+", default=list(TRAININGS), choices=TRAININGS,
-                     help="training domains: plain simulation and/or domain-randomised (default both)")
+                     help="training domains: sim (nominal) and/or domain-randomised (the prior; default both)")
     gap.add_argument("--threads", type=positive, default=None, help="torch threads (default: torch's)")
     gap.add_argument("--out", default=None, help="also write the result as JSON to this file")
     gap.set_defaults(run=gap_command, error=gap.error)

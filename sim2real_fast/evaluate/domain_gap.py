@@ -1,15 +1,15 @@
-"""How much a classifier trained on the plain simulation loses on the "real" detector.
+"""How much a classifier trained on the sim domain loses on the "real" detectors.
 
 :func:`domain_gap` trains :class:`~sim2real_fast.models.CaloCNN` to tell e+ / gamma / pi+ apart on
-plain simulated showers and measures its accuracy on held-out plain showers ("sim") and on showers
-seen through each preset's detector effects ("real"). A second training,
-on domain-randomised showers (:func:`randomized_effects`: every knob drawn per event between its
-smallest and largest preset value), is evaluated the same way and shows what randomisation buys.
+showers of the sim domain (preset ``nominal``) and measures its accuracy, and its e+-vs-gamma AUC, on
+held-out sim showers and on showers seen through each "real" preset (``realistic``, ``dev``,
+``stress``). A second training, on domain-randomised showers (:data:`~sim2real_fast.simulate.PRIOR`:
+every residual drawn per event over its published range), is evaluated the same way and shows what
+randomisation buys.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import time
@@ -20,51 +20,45 @@ import torch
 from .. import geometry as _geometry
 from .. import simulate
 from ..models import CaloCNN
-from ..simulate import PRESETS, DetectorEffects, Randomized
+from ..simulate import PRESETS, DetectorEffects
 
 __all__ = ["TRAININGS", "domain_gap", "randomized_effects"]
 
-#: Training domains: the plain simulation and the domain-randomised one.
+#: Training domains: the sim domain (``nominal``) and the domain-randomised one (:data:`~sim2real_fast.simulate.PRIOR`).
 TRAININGS = ("sim", "randomized")
 
-
-def randomized_effects(presets: Sequence[str] = ("none", "mild", "default", "severe")) -> DetectorEffects:
-    """DetectorEffects whose every knob is Randomized(min, max) over the given presets' values.
-
-    ``zero_suppression_sigma`` spans only the presets with noise (it does nothing without). The
-    fixed-detector knobs (miscalibration, dead and hot fractions) become randomised, so every event
-    gets its own detector map.
-    """
-    unknown = [name for name in presets if name not in PRESETS]
-    if not presets or unknown:
-        raise ValueError(f"randomized_effects: expected preset names from {sorted(PRESETS)}, got {list(presets)}")
-    chosen = [PRESETS[name] for name in presets]
-    n_noise = max(len(p.noise_mev) if isinstance(p.noise_mev, tuple) else 1 for p in chosen)
-    noise = [p.noise_mev if isinstance(p.noise_mev, tuple) else (p.noise_mev,) * n_noise for p in chosen]
-    changes = {}
-    for field in dataclasses.fields(DetectorEffects):
-        if field.name in ("crosstalk_layer", "detector_seed"):
-            continue
-        values = [getattr(p, field.name) for p in chosen]
-        if field.name == "noise_mev":
-            changes["noise_mev"] = tuple(Randomized(min(c), max(c)) for c in zip(*noise))
-            continue
-        if field.name == "zero_suppression_sigma":
-            noisy = [v for v, n in zip(values, noise) if any(s > 0 for s in n)]
-            values = noisy or values
-        changes[field.name] = Randomized(min(values), max(values))
-    return DetectorEffects(**changes)
+#: The sim domain's detector.
+SIM_PRESET = "nominal"
 
 
-def _accuracy(model: CaloCNN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 4096) -> float:
-    """Percentage of correctly classified showers."""
+def randomized_effects() -> DetectorEffects:
+    """The domain-randomisation prior, :data:`sim2real_fast.simulate.PRIOR`."""
+    return simulate.prior_effects()
+
+
+def _scores(model: CaloCNN, images: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """(N, classes) logits, in evaluation mode without gradients."""
     model.eval()
     with torch.no_grad():
-        correct = sum(
-            int((model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum())
-            for i in range(0, len(labels), batch_size)
-        )
-    return 100.0 * correct / len(labels)
+        return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Percentage of correctly classified showers."""
+    return 100.0 * float((logits.argmax(1) == labels).float().mean())
+
+
+def _electron_photon_auc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """ROC AUC of e+ (label 0) against gamma (label 1) by the score logit_e+ - logit_gamma (Mann-Whitney)."""
+    chosen = labels <= 1
+    score = (logits[chosen, 0] - logits[chosen, 1]).double()
+    positive = labels[chosen] == 0
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = torch.empty_like(score)
+    ranks[score.argsort()] = torch.arange(1, len(score) + 1, dtype=torch.float64)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _train(
@@ -96,7 +90,7 @@ def domain_gap(
     *,
     events: int = 30_000,
     test_events: int = 10_000,
-    presets: Sequence[str] = ("mild", "default", "severe"),
+    presets: Sequence[str] = ("realistic", "dev", "stress"),
     seeds: Sequence[int] = (0,),
     epochs: int = 4,
     batch_size: int = 256,
@@ -106,11 +100,12 @@ def domain_gap(
     threads: int | None = None,
     progress: bool = False,
 ) -> dict:
-    """Accuracy of CaloCNN on sim and on each preset's "real" detector, per training domain and seed.
+    """Accuracy and e+/gamma AUC of CaloCNN on sim and on each "real" preset, per training domain and seed.
 
     For every seed s: the training set is ``events`` showers (e+, gamma, pi+, 1-100 GeV) with seed
-    1000 s + 1 (plain) or 1000 s + 2 (randomised); the test sets are ``test_events`` showers with seed
-    1000 s + 3, plain and through each preset. Weights and batch order come from s.
+    1000 s + 1 (sim, ``nominal``) or 1000 s + 2 (randomised, the prior); the test sets are
+    ``test_events`` showers with seed 1000 s + 3 through ``nominal`` and each preset, except ``dev``,
+    which has its own event seed 1000 s + 4. Weights and batch order come from s.
 
     Args:
         presets: names from :data:`~sim2real_fast.simulate.PRESETS` (the "real" detectors).
@@ -119,11 +114,12 @@ def domain_gap(
         progress: show a tqdm bar (stderr) over the training steps.
 
     Returns:
-        ``{"config": {...}, "results": {training: {"per_seed": [{"seed", "sim_accuracy",
-        "real_accuracy": {preset: %}, "drop": {preset: points}, "train_seconds"}], "summary":
-        {"sim_accuracy": {"mean", "std"}, "real_accuracy": {preset: {"mean", "std"}}, "drop": {...}}}},
-        "seconds": total}``; accuracies in %, drop = sim accuracy - real accuracy in points, std over
-        seeds (sample, 0 for one seed).
+        ``{"config": {...}, "results": {training: {"per_seed": [{"seed", "sim_accuracy", "sim_auc",
+        "real_accuracy": {preset: %}, "real_auc": {preset: AUC}, "drop": {preset: points},
+        "auc_drop": {preset: AUC}, "train_seconds"}], "summary": {"sim_accuracy": {"mean", "std"},
+        "sim_auc": {...}, "real_accuracy": {preset: {"mean", "std"}}, "real_auc": {...}, "drop": {...},
+        "auc_drop": {...}}}}, "seconds": total}``; accuracies in %, drop = sim accuracy - real accuracy in
+        points, AUC of e+ against gamma, auc_drop = sim AUC - real AUC, std over seeds (sample, 0 for one seed).
     """
     presets, seeds, trainings = tuple(presets), tuple(int(s) for s in seeds), tuple(trainings)
     if not presets or any(p not in PRESETS for p in presets):
@@ -149,13 +145,14 @@ def domain_gap(
 
         steps = len(seeds) * len(trainings) * epochs * math.ceil(events / batch_size)
         bar = tqdm(total=steps, desc="domain gap", unit=" steps", disable=None)
-    effects = {"sim": None, "randomized": randomized_effects()}
+    effects = {"sim": SIM_PRESET, "randomized": randomized_effects()}
     per_seed = {t: [] for t in trainings}
     try:
         for seed in seeds:
-            test = {None: simulate.showers(test_events, geometry=geometry, seed=1000 * seed + 3)}
+            test = {None: simulate.showers(test_events, geometry=geometry, effects=SIM_PRESET, seed=1000 * seed + 3)}
             for preset in presets:
-                test[preset] = simulate.showers(test_events, geometry=geometry, effects=preset, seed=1000 * seed + 3)
+                event_seed = 1000 * seed + (4 if preset == "dev" else 3)
+                test[preset] = simulate.showers(test_events, geometry=geometry, effects=preset, seed=event_seed)
             for training in trainings:
                 t0 = time.perf_counter()
                 train_seed = 1000 * seed + 1 + TRAININGS.index(training)
@@ -163,13 +160,19 @@ def domain_gap(
                 model = _train(train.images, train.labels, geometry, epochs=epochs, batch_size=batch_size, lr=lr,
                                seed=seed, bar=bar)
                 seconds = time.perf_counter() - t0
-                sim_accuracy = _accuracy(model, test[None].images, test[None].labels)
-                real = {p: _accuracy(model, test[p].images, test[p].labels) for p in presets}
+                logits = {key: _scores(model, data.images) for key, data in test.items()}
+                sim_accuracy = _accuracy(logits[None], test[None].labels)
+                sim_auc = _electron_photon_auc(logits[None], test[None].labels)
+                real = {p: _accuracy(logits[p], test[p].labels) for p in presets}
+                real_auc = {p: _electron_photon_auc(logits[p], test[p].labels) for p in presets}
                 per_seed[training].append({
                     "seed": seed,
                     "sim_accuracy": sim_accuracy,
+                    "sim_auc": sim_auc,
                     "real_accuracy": real,
+                    "real_auc": real_auc,
                     "drop": {p: sim_accuracy - real[p] for p in presets},
+                    "auc_drop": {p: sim_auc - real_auc[p] for p in presets},
                     "train_seconds": seconds,
                 })
     finally:
@@ -182,12 +185,13 @@ def domain_gap(
             "per_seed": runs,
             "summary": {
                 "sim_accuracy": _mean_std([r["sim_accuracy"] for r in runs]),
-                "real_accuracy": {p: _mean_std([r["real_accuracy"][p] for r in runs]) for p in presets},
-                "drop": {p: _mean_std([r["drop"][p] for r in runs]) for p in presets},
+                "sim_auc": _mean_std([r["sim_auc"] for r in runs]),
+                **{key: {p: _mean_std([r[key][p] for r in runs]) for p in presets}
+                   for key in ("real_accuracy", "real_auc", "drop", "auc_drop")},
             },
         }
     config = {
-        "geometry": geometry.name, "events": events, "test_events": test_events, "presets": list(presets),
+        "sim_preset": SIM_PRESET, "geometry": geometry.name, "events": events, "test_events": test_events, "presets": list(presets),
         "seeds": list(seeds), "epochs": epochs, "batch_size": batch_size, "lr": lr, "trainings": list(trainings),
         "threads": torch.get_num_threads() if threads is None else threads,
     }

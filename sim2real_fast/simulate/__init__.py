@@ -1,23 +1,29 @@
 """The embedded detector simulator: calorimeter showers and HCAL DQM maps, sim and "real" domains.
 
 >>> from sim2real_fast import simulate
->>> sim = simulate.showers(10_000, seed=0)                       # plain simulation, CaloGAN
->>> real = simulate.showers(10_000, seed=1, effects="default")   # the "real" detector
->>> sim.images.shape, sim.labels[:5], sim.energy[:5]              # (N, 504) MeV, 0/1/2, GeV
->>> maps = simulate.dqm_maps(500, domain="real", seed=0)         # HCAL occupancy + fault labels
+>>> sim = simulate.showers(10_000, seed=0, effects="nominal")      # the sim domain, CaloGAN
+>>> real = simulate.showers(10_000, seed=1, effects="realistic")   # a "real" detector
+>>> sim.images.shape, sim.labels[:5], sim.energy[:5]                # (N, 504) MeV, 0/1/2, GeV
+>>> randomised = simulate.showers(10_000, seed=2, effects=simulate.PRIOR)
+>>> maps = simulate.dqm_maps(500, domain="real", seed=0)           # HCAL occupancy + fault labels
 """
 
 from .dqm import FAULTS, DQMMaps, active_mask, dqm_maps
-from .effects import PRESETS, DetectorEffects
+from .effects import DetectorEffects
 from .knobs import Randomized
 from .medium import PB_LAR, Medium
+from .presets import PRESETS, PRIOR, prior_effects, real_effects
+from .randomize import IMAGE_LEVEL_FAMILIES, SHOWER_LEVEL_FAMILIES, randomize_images
 from .showers import PARTICLES, ShowerPhysics, SimulatedShowers, showers
 
 __all__ = [
     "FAULTS",
+    "IMAGE_LEVEL_FAMILIES",
     "PARTICLES",
     "PB_LAR",
     "PRESETS",
+    "PRIOR",
+    "SHOWER_LEVEL_FAMILIES",
     "DQMMaps",
     "DetectorEffects",
     "Medium",
@@ -26,5 +32,8 @@ __all__ = [
     "SimulatedShowers",
     "active_mask",
     "dqm_maps",
+    "prior_effects",
+    "randomize_images",
+    "real_effects",
     "showers",
 ]

@@ -1,12 +1,18 @@
 """Electromagnetic shower parametrisation: Grindhammer-Peters (hep-ex/0001020; Geant4 GFlash).
 
 Longitudinal: dE/dt = E (beta t)^(alpha-1) beta exp(-beta t) / Gamma(alpha), t in X0 from the shower
-start, T = (alpha-1)/beta the depth of the maximum. Homogeneous-medium parametrisation evaluated at
-the medium's effective Z and critical energy (y = E / E_c):
+start, T = (alpha-1)/beta the depth of the maximum, evaluated at the medium's effective Z and critical
+energy (y = E / E_c). Homogeneous media:
 <ln T> = ln(ln y - 0.812), <ln alpha> = ln(0.81 + (0.458 + 2.26/Z) ln y),
 sigma(ln T) = 1/(-1.4 + 1.26 ln y), sigma(ln alpha) = 1/(-0.58 + 0.86 ln y), rho = 0.705 - 0.023 ln y.
-(The sampling-calorimeter corrections of the paper are left out: with Z_eff, E_c,eff and X0,eff of the
-mixture the homogeneous form is the documented approximation.)
+Sampling media (the paper's sampling-calorimeter section, with the coefficients of Geant4's
+GFlashSamplingShowerTuning), F_S = 1 / period_x0 and e-hat from :class:`.medium.Medium`:
+T_sam = T_hom - 0.55 / F_S - 0.69 (1 - e-hat), alpha_sam = alpha_hom - 0.476 / F_S (on the medians
+exp<ln T>, exp<ln alpha>), sigma(ln T) = 1/(-2.5 + 1.25 ln y), sigma(ln alpha) = 1/(-0.82 + 0.79 ln y),
+rho = 0.784 - 0.023 ln y, each sigma at most 0.5 (as Geant4).
+
+Lateral granularity (GFlash): a sampling-calorimeter shower is deposited in N_spot = 10.3 / S_c E^0.959
+energy spots (S_c the sampling term, sqrt(GeV); E in GeV), a homogeneous one in 93 ln(Z) E^0.876.
 
 Radial, r in Moliere radii, tau = t / T: f(r) = p f_C(r) + (1-p) f_T(r), f_i(r) = 2 r R_i^2/(r^2+R_i^2)^2,
 R_C = 0.0251 + 0.00319 ln E + (0.1162 - 0.000381 Z) tau,
@@ -29,12 +35,16 @@ __all__ = [
     "radial_parameters",
     "radius_from_uniforms",
     "sample_radius",
+    "spot_count",
 ]
 
 #: Mean free path of a photon before it converts, in X0 (7/9 X0 is the pair-production length's inverse).
 PHOTON_CONVERSION_X0 = 9.0 / 7.0
 
 _ALPHA_MIN = 1.05  # keeps T = (alpha-1)/beta > 0 in the rare far tails of the ln alpha fluctuation
+
+#: Sampling-calorimeter terms: T += T1 / F_S + T2 (1 - e-hat), alpha += A1 / F_S (hep-ex/0001020).
+SAMPLING_T1, SAMPLING_T2, SAMPLING_A1 = -0.55, -0.69, -0.476
 
 
 def longitudinal_parameters(
@@ -43,19 +53,28 @@ def longitudinal_parameters(
     critical_mev: float | torch.Tensor,
     *,
     generator: torch.Generator | None,
+    period_x0: float | torch.Tensor = 0.0,
+    e_hat: float | torch.Tensor = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(alpha, beta) per shower, (N,) each, beta in 1/X0; z_eff and critical_mev one medium's or (N,)
-    per shower. Correlated ln T / ln alpha fluctuations from ``generator``, or the parametrised medians
-    (no fluctuation) when it is None."""
+    """(alpha, beta) per shower, (N,) each, beta in 1/X0; z_eff, critical_mev, period_x0 (1 / F_S) and
+    e_hat one medium's or (N,) per shower; period_x0 > 0 applies the sampling-calorimeter terms.
+    Correlated ln T / ln alpha fluctuations from ``generator``, or the parametrised medians (no
+    fluctuation) when it is None."""
     ln_y = torch.log(energy_gev * 1000.0 / critical_mev).clamp_min(2.0)  # y > 7.4: the fit's range is y >> 1
-    mu_t = torch.log(ln_y - 0.812)
-    mu_a = torch.log(0.81 + (0.458 + 2.26 / z_eff) * ln_y)
+    period_x0 = torch.as_tensor(period_x0, dtype=ln_y.dtype)
+    e_hat = torch.as_tensor(e_hat, dtype=ln_y.dtype)
+    sampling = period_x0 > 0
+    t_median = median_shower_max(energy_gev, critical_mev, period_x0=period_x0, e_hat=e_hat)
+    alpha_median = 0.81 + (0.458 + 2.26 / z_eff) * ln_y + SAMPLING_A1 * period_x0
+    mu_t = torch.log(torch.as_tensor(t_median, dtype=ln_y.dtype).clamp_min(math.exp(0.1)))  # Geant4: ln T >= 0.1
+    mu_a = torch.log(alpha_median.clamp_min(math.exp(0.1)))
     if generator is None:
         ln_t, ln_a = mu_t, mu_a
     else:
-        sigma_t = 1.0 / (-1.4 + 1.26 * ln_y)
-        sigma_a = 1.0 / (-0.58 + 0.86 * ln_y)
-        rho = 0.705 - 0.023 * ln_y
+        # ln y >= 2 keeps every denominator >= 0 (1/0 = inf, capped at 0.5)
+        sigma_t = torch.where(sampling, (1.0 / (-2.5 + 1.25 * ln_y)).clamp_max(0.5), 1.0 / (-1.4 + 1.26 * ln_y))
+        sigma_a = torch.where(sampling, (1.0 / (-0.82 + 0.79 * ln_y)).clamp_max(0.5), 1.0 / (-0.58 + 0.86 * ln_y))
+        rho = torch.where(sampling, 0.784, 0.705) - 0.023 * ln_y
         z1 = torch.randn(energy_gev.shape, generator=generator, dtype=energy_gev.dtype)
         z2 = torch.randn(energy_gev.shape, generator=generator, dtype=energy_gev.dtype)
         ln_t = mu_t + sigma_t * z1
@@ -115,8 +134,24 @@ def radius_from_uniforms(
     return torch.where(pick < p_core, r_core, r_tail) * torch.sqrt(u / (1 - u))
 
 
-def median_shower_max(energy_gev: float | torch.Tensor, critical_mev: float | torch.Tensor) -> float | torch.Tensor:
-    """T = exp(<ln T>) = ln y - 0.812 in X0: the parametrised depth of the maximum (from the start);
-    floats, or tensors that broadcast."""
+def median_shower_max(
+    energy_gev: float | torch.Tensor,
+    critical_mev: float | torch.Tensor,
+    *,
+    period_x0: float | torch.Tensor = 0.0,
+    e_hat: float | torch.Tensor = 1.0,
+) -> float | torch.Tensor:
+    """T = exp(<ln T>) in X0 from the start: ln y - 0.812, plus the sampling terms
+    -0.55 period_x0 - 0.69 (1 - e_hat) (0 for a homogeneous medium); floats, or tensors that broadcast."""
     y = energy_gev * 1000.0 / critical_mev
-    return (torch.log(y) if isinstance(y, torch.Tensor) else math.log(y)) - 0.812
+    ln_y = torch.log(y) if isinstance(y, torch.Tensor) else math.log(y)
+    return ln_y - 0.812 + SAMPLING_T1 * period_x0 + SAMPLING_T2 * (1 - e_hat)
+
+
+def spot_count(energy_gev: torch.Tensor, *, sampling_term: float | torch.Tensor, z_eff: float | torch.Tensor,
+               sampling: bool | torch.Tensor) -> torch.Tensor:
+    """GFlash's number of energy spots of a shower of ``energy_gev`` (float, not rounded):
+    10.3 / sampling_term E^0.959 in a sampling medium, 93 ln(Z) E^0.876 in a homogeneous one."""
+    e = torch.as_tensor(energy_gev)
+    return torch.where(torch.as_tensor(sampling), 10.3 / torch.as_tensor(sampling_term) * e**0.959,
+                       93.0 * torch.log(torch.as_tensor(z_eff, dtype=e.dtype)) * e**0.876)

@@ -6,6 +6,12 @@ with thickness fractions w_i of the sampling period:
 E_c = X0 sum w_i E_c,i / X0_i, Z_eff = sum m_i Z_i with the mass fractions m_i, and the MIP's energy
 loss per mm sum w_i dE/dx_i.
 
+GFlash's sampling-calorimeter terms (hep-ex/0001020; Geant4 ``GFlashSamplingShowerParameterisation``):
+the sampling frequency F_S = X0_eff / (d_passive + d_active), stored as its inverse ``period_x0`` (the
+period's thickness in X0; 0 for a homogeneous medium), and e-hat = 1 / (1 + 0.007 (Z_passive - Z_active))
+(``e_hat``; 1 for a homogeneous medium), with the highest-Z material of the period as the passive one and
+the lowest-Z one as the active one.
+
 Named media (:data:`MEDIA`, the ``medium`` of a geometry's layers; :func:`get_medium`); the last
 column is the readout channel's electronic noise relative to a Pb/LAr cell's (``noise_scale``):
 
@@ -72,6 +78,8 @@ class Medium:
     ``mip_mev_per_mm``: the mean visible energy a minimum-ionising particle leaves per mm of depth.
     ``noise_scale``: a readout channel's electronic noise relative to a Pb/LAr ionisation cell's (the
     unit of :class:`~sim2real_fast.simulate.DetectorEffects`' ``noise_mev`` and ``hot_mev``).
+    ``period_x0``: the sampling period's thickness in X0 (1 / F_S; 0: homogeneous); ``e_hat``: GFlash's
+    e-hat of the period (1: homogeneous).
     """
 
     name: str
@@ -82,6 +90,8 @@ class Medium:
     lambda_mm: float
     mip_mev_per_mm: float
     noise_scale: float = 1.0
+    period_x0: float = 0.0
+    e_hat: float = 1.0
 
     @classmethod
     def sampling(cls, name: str, period: Sequence[tuple[Material, float]], *, noise_scale: float = 1.0) -> Medium:
@@ -94,6 +104,8 @@ class Medium:
         w = [t / total for _, t in period]
         mass = [t * m.density for m, t in period]
         inv_x0 = sum(wi / m.x0_mm for wi, (m, _) in zip(w, period))
+        z = [m.z for m, _ in period]
+        homogeneous = len({m.name for m, _ in period}) == 1
         return cls(
             name=name,
             x0_mm=1.0 / inv_x0,
@@ -103,6 +115,8 @@ class Medium:
             lambda_mm=1.0 / sum(wi / m.lambda_mm for wi, (m, _) in zip(w, period)),
             mip_mev_per_mm=sum(wi * m.dedx_mev_per_mm for wi, (m, _) in zip(w, period)),
             noise_scale=float(noise_scale),
+            period_x0=0.0 if homogeneous else total * inv_x0,
+            e_hat=1.0 if homogeneous else 1.0 / (1.0 + 0.007 * (max(z) - min(z))),
         )
 
 

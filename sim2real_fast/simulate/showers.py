@@ -1,7 +1,7 @@
 """Fast, vectorised calorimeter showers (e+, gamma, pi+) in a layered geometry, sim or "real".
 
-Per event: a longitudinal profile per shower component (EM: Grindhammer-Peters, hep-ex/0001020;
-pions: :mod:`.hadronic`) gives the energy in depth slices of about ``slice_x0`` X0 inside each
+Per event: a longitudinal profile per shower component (EM: Grindhammer-Peters, hep-ex/0001020, with
+its sampling-calorimeter terms in sampling media; pions: :mod:`.hadronic`) gives the energy in depth slices of about ``slice_x0`` X0 inside each
 layer (torch.special.gammainc; what lies behind the last layer is lost and recorded as ``overflow``).
 Each layer is made of its own medium (:mod:`.medium`): depths add up in each layer's X0 (EM) and
 lambda_I (hadronic), and the lateral scales are the slice's medium's Moliere radius and lambda_I.
@@ -9,11 +9,14 @@ Sampling fluctuations: the visible energy of a slice is Gamma distributed with m
 q E (q = stochastic^2 in GeV, so sigma/E = stochastic/sqrt(E) for the sum), times a per-event
 constant-term factor 1 + constant z. The visible energy is then spread laterally by energy spots
 (GFlash, Grindhammer et al., Proc. CHEP 1989): radii from the two-component radial profile at the
-slice's mean depth tau = t/T (inverse CDF), uniform azimuth; each spot lands in the cell under it
-(spots outside the layer are lost) and cells are summed by one :func:`sim2real_fast.hits_to_image`.
-Spots carry equal shares of their slice's visible energy, about E / ``spot_gev`` of them per
-shower but at most ``max_spots`` (+ one per slice): energy fluctuations come from the Gamma
-draws, not from the spot count, so the spot count only sets the granularity of the lateral sampling.
+slice's mean depth tau = t/T (inverse CDF), uniform azimuth, around the shower axis; each spot lands
+in the cell under it (spots outside the layer are lost) and cells are summed by one
+:func:`sim2real_fast.hits_to_image`. Spots carry equal shares of their slice's visible energy; a
+shower has GFlash's energy-dependent spot count (:func:`.em.spot_count`, at most ``max_spots``, + one
+per slice), so cell-level fluctuations keep falling with energy up to the cap.
+The axis enters at a Gaussian beam spot (``beam_spot_cells`` x the cell pitch per axis) with a small
+Gaussian angular spread (``beam_divergence_mrad`` per axis), in both domains (Cartesian layers; cylindrical
+layers bin around the particle's axis).
 Everything is a tensor operation over a batch of events (no Python loop per event or per spot).
 """
 
@@ -29,8 +32,10 @@ import torch
 from .. import geometry as _geometry
 from ..ops.hits_to_image import hits_to_image
 from . import em, hadronic
-from .effects import PRESETS, DetectorEffects, _Detector, apply_cell_effects, get_effects
+from .effects import DetectorEffects
 from .knobs import Knob, draw
+from .presets import PRESETS, get_effects
+from .readout import Readout, apply_readout
 from .medium import MEDIA, Medium, get_medium
 
 __all__ = ["PARTICLES", "ShowerPhysics", "SimulatedShowers", "showers"]
@@ -66,8 +71,13 @@ class ShowerPhysics:
         photon_conversion_x0: mean photon conversion depth, X0 (9/7, exponential).
         mip_landau_sigma: log-normal spread of a MIP's energy loss per depth slice (a skewed, Landau-like tail).
         longitudinal_fluctuations: correlated ln T / ln alpha fluctuations on (True) or the median profile.
+        beam_spot_cells: Gaussian sigma of the entry point per transverse axis, in cell pitches (the
+            pitch: the central cell's side, sqrt(area), of the thickest layer in X0).
+        beam_divergence_mrad: Gaussian sigma of the axis' angle per transverse axis, mrad. Both move the
+            shower in Cartesian layers (cells fixed in the detector); cylindrical layers bin around the
+            particle's own axis (as CaloChallenge does), so there the shower stays centred.
         slice_x0: depth slices' target thickness in X0 (radial profile and spots evaluated per slice).
-        spot_gev: energy per lateral spot (before the cap); max_spots: cap on spots per shower.
+        max_spots: cap on GFlash's spot count per shower (memory: ~100 bytes per spot in a batch).
         medium: one material for every layer; None (default): each layer's ``medium`` from the
             geometry (its own, else the geometry's, else ``pb_lar``; names from :data:`.medium.MEDIA`).
     """
@@ -82,10 +92,11 @@ class ShowerPhysics:
     had_core_probability: Knob = 0.5
     photon_conversion_x0: Knob = em.PHOTON_CONVERSION_X0
     mip_landau_sigma: Knob = 0.2
+    beam_spot_cells: Knob = 0.5
+    beam_divergence_mrad: Knob = 10.0
     longitudinal_fluctuations: bool = True
     slice_x0: float = 2.0
-    spot_gev: float = 0.01
-    max_spots: int = 256
+    max_spots: int = 4096
     medium: Medium | None = None
 
     def replace(self, **changes) -> ShowerPhysics:
@@ -116,21 +127,30 @@ class _Layout:
                     f"expected one of {sorted(MEDIA)}"
                 )
             media.append(medium or get_medium(name or "pb_lar"))
-        edges, lambda_edges, slice_layer, self.layer_slices = [0.0], [0.0], [], []
+        edges, lambda_edges, mm_edges, slice_layer, self.layer_slices = [0.0], [0.0], [0.0], [], []
         for i, (layer, m) in enumerate(zip(geometry.layers, media)):
             depth, depth_lambda = layer.depth_mm / m.x0_mm, layer.depth_mm / m.lambda_mm
             n_sub = max(1, math.ceil(depth / slice_x0 - 1e-9))
             self.layer_slices.append((len(edges) - 1, len(edges) - 1 + n_sub))
-            x0_start, lambda_start = edges[-1], lambda_edges[-1]
+            x0_start, lambda_start, mm_start = edges[-1], lambda_edges[-1], mm_edges[-1]
             edges += [x0_start + depth * (j + 1) / n_sub for j in range(n_sub)]
             lambda_edges += [lambda_start + depth_lambda * (j + 1) / n_sub for j in range(n_sub)]
+            mm_edges += [mm_start + layer.depth_mm * (j + 1) / n_sub for j in range(n_sub)]
             slice_layer += [i] * n_sub
         self.edges, self.lambda_edges = torch.tensor(edges), torch.tensor(lambda_edges)
         self.n_slices = len(edges) - 1
         self.layer_edges = self.edges[[0, *(last for _, last in self.layer_slices)]]  # (L+1,) X0
+        mm = torch.tensor(mm_edges)
+        self.slice_mm = (mm[1:] + mm[:-1]) / 2  # (S,) depth of each slice's centre, mm
         self.noise_scales = tuple(m.noise_scale for m in media)  # the readout channels' noise, per layer
         self.layer_z = torch.tensor([m.z_eff for m in media])
         self.layer_critical = torch.tensor([m.critical_mev for m in media])
+        self.layer_period_x0 = torch.tensor([m.period_x0 for m in media])
+        self.layer_e_hat = torch.tensor([m.e_hat for m in media])
+        cartesian = [i for i, layer in enumerate(geometry.layers) if layer.kind == "cartesian"]
+        thickest = max(cartesian, key=lambda i: geometry.layers[i].depth_mm / media[i].x0_mm, default=None)
+        size = geometry.layers[thickest].cell_size if thickest is not None else (0.0, 0.0)
+        self.pitch_mm = math.sqrt(size[0] * size[1])  # the beam spot's unit; 0 without Cartesian layers
         slice_media = [media[i] for i in slice_layer]
         self.moliere_mm = torch.tensor([m.moliere_mm for m in slice_media])
         self.lambda_mm = torch.tensor([m.lambda_mm for m in slice_media])
@@ -201,10 +221,9 @@ def _batch(
     labels: torch.Tensor,
     energy: torch.Tensor,
     layout: _Layout,
-    geometry: _geometry.Geometry,
     physics: ShowerPhysics,
     effects: DetectorEffects,
-    detector: _Detector | None,
+    readout: Readout | None,
     threshold: float,
     g: torch.Generator,
     g_cells: torch.Generator,
@@ -218,6 +237,9 @@ def _batch(
     par = _draw_physics(physics, n, g)
     lateral = draw(effects.lateral_scale, n, g)
     shift = draw(effects.longitudinal_shift_x0, n, g)
+    pion_em = draw(effects.pion_em_fraction_scale, n, g)
+    pion_width = draw(effects.pion_width_scale, n, g)
+    pion_length = draw(effects.pion_length_scale, n, g)
     e_gev = energy.float()
     edges, t_end = layout.edges, float(layout.edges[-1])
     lambda_edges, l_end = layout.lambda_edges, float(layout.lambda_edges[-1])
@@ -227,20 +249,24 @@ def _batch(
     l_int = hadronic.interaction_depth(n, generator=g)  # lambda_I
     t_int = layout.to_x0(l_int)
     interacts = l_int < l_end
-    f_em = hadronic.em_fraction(e_gev, par["em_fraction_sigma"], generator=g)
+    f_em = (hadronic.em_fraction(e_gev, par["em_fraction_sigma"], generator=g) * pion_em).clamp_max(1.0)
     f_em = torch.where(is_pion, f_em * interacts, 1.0)
     e_em = e_gev * f_em
     e_had = torch.where(is_pion & interacts, e_gev * (1 - f_em) * par["h_over_e"], 0.0)
 
-    # EM component (electrons, photons, the pions' pi0 part), with the Z_eff and E_c of the medium at its
-    # median maximum (the start's medium gives that depth: thin front layers do not set the parameters)
-    start = torch.where(is_gamma, conversion, torch.where(is_pion, t_int, 0.0)) + shift
+    # EM component (electrons, photons, the pions' pi0 part), with the medium at its median maximum
+    # (the start's medium gives that depth: thin front layers do not set the parameters)
+    start = torch.where(is_gamma, conversion, torch.where(is_pion, t_int, 0.0)) + torch.where(is_pion, 0.0, shift)
     e_param = e_em.clamp_min(0.1)  # parameters of an empty EM part are never used
     first = layout.layer_at(start)
-    medium = layout.layer_at(start + em.median_shower_max(e_param, layout.layer_critical[first]).clamp_min(0))
+    t_first = em.median_shower_max(e_param, layout.layer_critical[first], period_x0=layout.layer_period_x0[first],
+                                   e_hat=layout.layer_e_hat[first])
+    medium = layout.layer_at(start + t_first.clamp_min(0))
     z_eff, critical = layout.layer_z[medium], layout.layer_critical[medium]
+    period_x0, e_hat = layout.layer_period_x0[medium], layout.layer_e_hat[medium]
     alpha, beta = em.longitudinal_parameters(
-        e_param, z_eff, critical, generator=g if physics.longitudinal_fluctuations else None
+        e_param, z_eff, critical, generator=g if physics.longitudinal_fluctuations else None,
+        period_x0=period_x0, e_hat=e_hat,
     )
     fraction, mean_depth = em.profile_fractions(alpha, beta, start, edges)
     tau = mean_depth * beta[:, None] / (alpha - 1)[:, None]
@@ -248,9 +274,10 @@ def _batch(
     scale = layout.moliere_mm * lateral[:, None]  # (n, S) mm per Moliere radius
     tail_em = 1 - torch.special.gammainc(alpha, (beta * (t_end - start)).clamp_min(0))
 
-    # non-EM component of pions, in lambda_I from the (shifted) interaction point
+    # non-EM component of pions, in lambda_I from the interaction point, stretched by the length residual
     a_had, b_had = hadronic.nonem_profile(e_gev)
-    l_start = layout.to_lambda(t_int + shift)
+    b_had = b_had / pion_length
+    l_start = layout.to_lambda(t_int)
     fraction_had, _ = em.profile_fractions(a_had, b_had, l_start, lambda_edges)
     tail_had = 1 - torch.special.gammainc(a_had, (b_had * (l_end - l_start)).clamp_min(0))
     overflow = 1000 * (e_em * tail_em + e_had * tail_had)
@@ -260,7 +287,7 @@ def _batch(
     visible_had = _gamma_sampling(e_had[:, None] * fraction_had, par["had_stochastic"][:, None] ** 2, g) * constant
 
     # MIP track of pions up to the interaction (or through the calorimeter)
-    track_end = torch.where(is_pion, torch.minimum(t_int + shift, torch.tensor(t_end)), 0.0)[:, None]
+    track_end = torch.where(is_pion, torch.minimum(t_int, torch.tensor(t_end)), 0.0)[:, None]
     length = (torch.minimum(track_end, edges[1:]) - edges[:-1]).clamp_min(0)
     s = par["mip_landau_sigma"][:, None]
     landau = torch.exp(s * torch.randn(n, layout.n_slices, generator=g) - s**2 / 2)
@@ -268,19 +295,28 @@ def _batch(
 
     visible = torch.stack([visible_em, visible_had, visible_mip], 1)  # (n, 3, S) GeV
     zeros = torch.zeros_like(r_core)
-    had_core = par["had_core_lambda"][:, None] * layout.lambda_mm * lateral[:, None]  # (n, S) mm
-    had_tail = par["had_tail_lambda"][:, None] * layout.lambda_mm * lateral[:, None]
+    had_width = (pion_width[:, None] * layout.lambda_mm)  # (n, S) mm per unit of the non-EM radii
+    had_core = par["had_core_lambda"][:, None] * had_width
+    had_tail = par["had_tail_lambda"][:, None] * had_width
     # the pions' pi0 sub-showers start spread over the hadronic core: add its radius in quadrature
     spread = torch.where(is_pion[:, None], had_core, 0.0)
     radius_core = torch.stack([torch.hypot(r_core * scale, spread), had_core, zeros], 1)
     radius_tail = torch.stack([torch.hypot(r_tail * scale, spread), had_tail, zeros], 1)
     probability = torch.stack([p_core, par["had_core_probability"][:, None].expand_as(p_core), zeros + 1], 1)
 
-    n_spots = (e_gev / physics.spot_gev).ceil().clamp(1, physics.max_spots)
+    # the shower axis: beam spot at the front face, small angle; (n, S) offsets at each slice's depth
+    sigma_mm = par["beam_spot_cells"] * layout.pitch_mm
+    slope = par["beam_divergence_mrad"] * 1e-3
+    axis = [(sigma_mm * torch.randn(n, generator=g))[:, None]
+            + (slope * torch.randn(n, generator=g))[:, None] * layout.slice_mm for _ in range(2)]
+
+    medium_spots = em.spot_count(e_gev, sampling_term=par["em_stochastic"], z_eff=z_eff, sampling=period_x0 > 0)
+    n_spots = medium_spots.ceil().clamp(1, physics.max_spots)
     total = visible.sum((1, 2)).clamp_min(1e-12)
     spots = torch.ceil(visible * (n_spots / total)[:, None, None]).clamp_min(1) * (visible > 0)
     spots[:, 2] = (visible_mip > 0).float()
-    table = torch.stack([1000 * visible / spots.clamp_min(1), radius_core, radius_tail, probability], -1)
+    table = torch.stack([1000 * visible / spots.clamp_min(1), radius_core, radius_tail, probability,
+                         axis[0][:, None].expand_as(visible), axis[1][:, None].expand_as(visible)], -1)
     spots = spots.long()
     # every layer's spots go to one hit list, event by event and within an event layer by layer
     counts = torch.stack([spots[:, :, a:b].sum((1, 2)) for a, b in layout.layer_slices], 1)  # (n, L)
@@ -294,10 +330,10 @@ def _batch(
         where = layer_start[event, i] + rank
         cell[where] = layout.layer_offsets[i] + local
         hit_energy[where] = energy
-    plain = detector is None
+    plain = readout is None
     images = hits_to_image(offsets, cell, hit_energy, n_cells=layout.n_cells, threshold=threshold if plain else 0.0)
     if not plain:
-        images = apply_cell_effects(images, detector, threshold, g_cells)
+        images = apply_readout(images, readout, threshold, g_cells)
     return images, overflow
 
 
@@ -307,17 +343,20 @@ def _deposit(
     """Spots of one layer -> (event, rank within the event's spots in this layer, cell in the layer,
     energy MeV), (H_l,) each, in event order.
 
-    spots: (n, C, S_l) spot counts per event, component and depth slice; table: (n, C, S_l, 4) per-spot
-    energy (MeV), core radius, tail radius (mm) and core probability. Spots that miss the layer keep
-    their place (cell 0 of the layer) with zero energy.
+    spots: (n, C, S_l) spot counts per event, component and depth slice; table: (n, C, S_l, 6) per-spot
+    energy (MeV), core radius, tail radius (mm), core probability and the axis' x, y (mm). Spots that
+    miss the layer keep their place (cell 0 of the layer) with zero energy.
     """
     per_event = spots[0].numel()
     index = torch.repeat_interleave(torch.arange(spots.numel()), spots.flatten())
-    spot = table.reshape(-1, 4).index_select(0, index)  # (H_l, 4)
+    spot = table.reshape(-1, table.shape[-1]).index_select(0, index)  # (H_l, 6)
     u = torch.rand(index.shape[0], 3, generator=g)
     radius = em.radius_from_uniforms(spot[:, 1], spot[:, 2], spot[:, 3], u[:, 0], u[:, 1])
     phi = u[:, 2] * (2 * math.pi)
-    cell, inside = layout.locate(layer, radius * torch.cos(phi), radius * torch.sin(phi))
+    x, y = radius * torch.cos(phi), radius * torch.sin(phi)
+    if layout.layers[layer].kind == "cartesian":  # cylindrical bins are centred on the particle's own axis
+        x, y = x + spot[:, 4], y + spot[:, 5]
+    cell, inside = layout.locate(layer, x, y)
     event = index // per_event
     first_of_event = torch.cumsum(spots.sum((1, 2)), 0) - spots.sum((1, 2))
     rank = torch.arange(index.shape[0]) - first_of_event[event]
@@ -335,22 +374,24 @@ def showers(
     energy_distribution: str = "uniform",
     physics: ShowerPhysics | None = None,
     threshold_mev: float = 1.0,
-    batch_size: int = 8192,
+    batch_size: int = 1024,
 ) -> SimulatedShowers:
-    """Simulate ``n`` showers: the plain simulation (``effects=None``) or a "real" detector.
+    """Simulate ``n`` showers seen through a detector: none (``effects=None``), the sim domain's
+    (``"nominal"``) or a "real" one (``"realistic"``, ``"dev"``, ``"stress"``, a DetectorEffects).
 
     Args:
         geometry: a preset name or Geometry whose layers have depth_mm (and cell_size for Cartesian
             layers; cylindrical layers bin by r / alpha) and may name a medium (default ``pb_lar``).
-            Showers enter at the centre, along the depth.
-        effects: None / ``"none"`` (plain), ``"mild"``, ``"default"``, ``"severe"`` or a DetectorEffects.
+            Showers enter around the centre (beam spot), along the depth (small angular spread).
+        effects: None / ``"none"`` (no digitisation), a name of :data:`~.presets.PRESETS` or a DetectorEffects.
         seed: the same seed (and batch_size) gives the same output; the fixed detector comes from
             ``effects.detector_seed`` instead, so samples with different seeds share one detector.
         particles: names from :data:`PARTICLES`, each event picks one uniformly.
         energy_range: (low, high) incident energy in GeV; energy_distribution ``"uniform"`` or ``"log-uniform"``.
         physics: the shower model's parameters (default :class:`ShowerPhysics`).
         threshold_mev: readout threshold: cells below it read 0.
-        batch_size: events per vectorised batch (bounds memory: ~300 spots of ~60 bytes per event).
+        batch_size: events per vectorised batch (bounds memory: up to ``max_spots`` spots of ~100 bytes
+            per event).
     """
     geometry = _geometry.get(geometry)
     effects = get_effects(effects)
@@ -368,7 +409,7 @@ def showers(
         raise ValueError(f"expected n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
 
     layout = _Layout(geometry, physics.medium, physics.slice_x0)
-    detector = None if effects == PRESETS["none"] else _Detector(effects, geometry, layout.noise_scales)
+    readout = None if effects == PRESETS["none"] else Readout(effects, geometry, layout.noise_scales)
     codes = torch.tensor([PARTICLES[p] for p in names])
     g = torch.Generator().manual_seed(seed)
     g_cells = torch.Generator().manual_seed(seed + 0x5EED_CE11)
@@ -381,7 +422,7 @@ def showers(
             energy = low + (high - low) * u
         else:
             energy = torch.exp(math.log(low) + (math.log(high) - math.log(low)) * u)
-        image, overflow = _batch(label, energy, layout, geometry, physics, effects, detector, threshold_mev, g, g_cells)
+        image, overflow = _batch(label, energy, layout, physics, effects, readout, threshold_mev, g, g_cells)
         images.append(image)
         labels.append(label)
         energies.append(energy)
