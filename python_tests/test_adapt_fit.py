@@ -14,9 +14,9 @@ TINY = AdaptConfig(epochs=1, batch_size=64, pseudo_iterations=1, pseudo_threshol
 
 @pytest.fixture(scope="module")
 def domains():
-    sim = simulate.showers(256, seed=11)
-    real = simulate.showers(192, effects="default", seed=12)
-    randomized = simulate.showers(256, effects="severe", seed=13)
+    sim = simulate.showers(256, seed=11, effects="nominal")
+    real = simulate.showers(192, effects="stress", seed=12)
+    randomized = simulate.showers(256, effects=simulate.PRIOR, seed=13)
     return {
         "source": Domain(sim.images, sim.labels, name="sim"),
         "target": Domain(real.images, real.labels, name="real"),

@@ -147,13 +147,17 @@ RESULTS = {
 
 
 def test_results_table_formats_percent_mean_std_and_missing_values():
-    assert report.results_table(RESULTS) == (
+    columns = ("target_accuracy", "target_f1", "target_auc", "source_accuracy", "gap_recovered", "a_distance", "mmd",
+               "train_seconds", "energy_joules")
+    assert report.results_table(RESULTS, columns=columns) == (
         "| method | real accuracy [%] | real F1 [%] | real AUC [%] | sim accuracy [%] | gap recovered [%] "
         "| A-distance | MMD | train time [s] | energy [J] |\n"
         "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
         "| source_only | 71.2 | 70.5 | 90.0 | 95.0 | 0.0 | 1.523 | 0.0346 | 12.3 | – |\n"
         "| dann+pseudo_label | 80.0 ± 1.2 | – | – | – | 40.0 | – | 0.5000 | – | 1234.6 |"
     )
+    assert report.results_table(RESULTS).splitlines()[0].startswith(
+        "| method | real accuracy [%] | real acc., last epoch [%] | real e/γ AUC | real π/EM AUC | sim accuracy [%]")
     assert report.results_table(RESULTS, columns=["target_accuracy", "pseudo_kept"]) == (
         "| method | real accuracy [%] | pseudo_kept |\n| :--- | ---: | ---: |\n"
         "| source_only | 71.2 | – |\n| dann+pseudo_label | 80.0 ± 1.2 | – |"
@@ -244,3 +248,17 @@ def test_write_report_refuses_a_confusion_matrix_of_the_wrong_size(tmp_path):
     with pytest.raises(ValueError, match=r"results\['dann'\]\['confusion'\] must be a \(C, C\) matrix with C = 3"):
         report.write_report(tmp_path / "r.md", results=results, figures={}, config={"class_names": CLASSES})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_paired_and_gap_decomposition_tables():
+    paired = {"mean": 0.05, "low": 0.01, "high": 0.09, "wins": 2 / 3, "runs": 6}
+    methods = {"source_only": {"target_accuracy": 0.60}, "target_oracle": {"target_accuracy": {"mean": 0.80}},
+               "mask_cells": {"target_accuracy": 0.65, "vs_source_only": {"target_accuracy": paired}},
+               "coral": {"target_accuracy": 0.70, "vs_source_only": {
+                   "target_accuracy": paired, "em_auc": {"mean": -0.01, "low": -0.02, "high": 0.0}}}}
+    table = report.paired_table(methods)
+    assert "| coral | +5.0 [+1.0, +9.0] | -0.010 [-0.020, +0.000] | – | 67% | 6 |" in table
+    assert "source_only" not in table
+    decomposition = report.gap_decomposition_table(methods)
+    assert "| mask_cells | 65.0 | 25.0 |" in decomposition and "coral" not in decomposition
+    assert report.gap_decomposition_table({"source_only": {"target_accuracy": 0.6}}) == ""

@@ -57,7 +57,7 @@ def test_quick_command_end_to_end(tmp_path, capsys):
         assert (out / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"figures/{figure}" in report
     friend = io.read_arrays(out / "predictions.root", tree="results")
-    n_real = len(io.read_showers(out / "data" / "real.root"))
+    n_real = len(io.read_showers(out / "data" / "real-realistic-d0.root"))
     assert len(friend["split"]) == n_real and friend["dann_score"].shape == (n_real, 3)
     for method in workflow.DEFAULT_METHODS:
         slug = workflow.method_slug(method)
@@ -82,8 +82,8 @@ def test_resume_after_a_crash_gives_the_same_results(tmp_path, monkeypatch):
     monkeypatch.setattr(run_module, "evaluate_fit", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         workflow.run(config, progress=False, log=lambda _: None)
-    assert (tmp_path / "run" / "methods" / "source_only-seed0" / "result.json").exists()
-    assert not (tmp_path / "run" / "methods" / "dann-seed0" / "result.json").exists()
+    assert (tmp_path / "run" / "methods" / "source_only-d0-seed0" / "result.json").exists()
+    assert not (tmp_path / "run" / "methods" / "dann-d0-seed0" / "result.json").exists()
     monkeypatch.setattr(run_module, "evaluate_fit", evaluate)
     resumed = workflow.run(config, resume=True, progress=False, log=lambda _: None)
     _assert_same(resumed["methods"], straight["methods"])
@@ -94,8 +94,8 @@ def test_resume_after_a_crash_gives_the_same_results(tmp_path, monkeypatch):
 def test_files_and_bad_inputs(tmp_path):
     from sim2real_fast import simulate
 
-    sim = simulate.showers(300, seed=1)
-    real = simulate.showers(300, effects="mild", seed=2)
+    sim = simulate.showers(300, seed=1, effects="nominal")
+    real = simulate.showers(300, effects="realistic", seed=2)
     io.write_showers_root(tmp_path / "sim.root", sim.images, sim.labels, sim.energy)
     io.write_showers_root(tmp_path / "real.root", real.images, real.labels, real.energy)
     io.write_showers_root(tmp_path / "unlabelled.root", sim.images, torch.full((300,), -1), sim.energy)
@@ -136,8 +136,8 @@ def test_yaml_config_and_flag_precedence(tmp_path):
 def test_train_adapt_evaluate_steps(tmp_path, capsys):
     from sim2real_fast import simulate
 
-    sim = simulate.showers(300, seed=1)
-    real = simulate.showers(300, effects="default", seed=2)
+    sim = simulate.showers(300, seed=1, effects="nominal")
+    real = simulate.showers(300, effects="realistic", seed=2)
     io.write_showers_root(tmp_path / "sim.root", sim.images, sim.labels, sim.energy)
     io.write_showers_root(tmp_path / "real.root", real.images, torch.full((300,), -1), real.energy)
     io.write_showers_root(tmp_path / "real_labelled.root", real.images, real.labels, real.energy)
@@ -177,14 +177,14 @@ def test_killed_command_resumes_to_the_same_results(tmp_path):
     command = [sys.executable, "-c", "import sys; from sim2real_fast.cli import main; sys.exit(main())",
                "run", "--config", str(path), "--out", str(out), "--threads", "1"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first_dann_epoch = out / "checkpoints" / "dann-seed0"
+    first_dann_epoch = out / "checkpoints" / "dann-d0-seed0"
     deadline = time.monotonic() + 300
     while not (first_dann_epoch.is_dir() and any(first_dann_epoch.glob("*.pt"))):
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (out / "methods" / "dann-seed0" / "result.json").exists()
+    assert not (out / "methods" / "dann-d0-seed0" / "result.json").exists()
     subprocess.run(command + ["--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     resumed = json.loads((out / "results.json").read_text())
     straight = workflow.run(RunConfig.from_dict({**description, "out": str(tmp_path / "straight"), "threads": 1}),

@@ -5,10 +5,13 @@ from .alarm import flag_gaps, gap_alarm
 from .domain_gap import TRAININGS, domain_gap, randomized_effects
 from .energy import EnergyMeter
 from .metrics import classification_metrics, roc_curves
+from .paired import paired_difference
+from .particles import PARTICLE_CLASSES, particle_metrics
 from .shift import feature_mmd, gap_recovered, proxy_a_distance, two_sample_auc
 
 __all__ = [
     "EnergyMeter",
+    "PARTICLE_CLASSES",
     "TRAININGS",
     "classification_metrics",
     "domain_gap",
@@ -16,6 +19,8 @@ __all__ = [
     "flag_gaps",
     "gap_alarm",
     "gap_recovered",
+    "paired_difference",
+    "particle_metrics",
     "proxy_a_distance",
     "randomized_effects",
     "roc_curves",

@@ -21,7 +21,8 @@ import torch
 
 from ..io._atomic import atomic_path
 
-__all__ = ["COLUMNS", "DEFAULT_COLUMNS", "ORACLE", "results_table", "text_table", "write_report"]
+__all__ = ["BASELINES", "COLUMNS", "DEFAULT_COLUMNS", "ORACLE", "gap_decomposition_table", "paired_table",
+           "results_table", "text_table", "write_report"]
 
 MISSING = "–"
 
@@ -42,6 +43,10 @@ COLUMNS = {
     "target_accuracy": Column("real accuracy [%]", 100.0, 1),
     "target_f1": Column("real F1 [%]", 100.0, 1),
     "target_auc": Column("real AUC [%]", 100.0, 1),
+    "target_accuracy_last": Column("real acc., last epoch [%]", 100.0, 1),
+    "em_accuracy": Column("real e/γ accuracy [%]", 100.0, 1),
+    "em_auc": Column("real e/γ AUC", 1.0, 3),
+    "pion_auc": Column("real π/EM AUC", 1.0, 4),
     "source_accuracy": Column("sim accuracy [%]", 100.0, 1),
     "gap_recovered": Column("gap recovered [%]", 100.0, 1),
     "a_distance": Column("A-distance", 1.0, 3),
@@ -53,8 +58,9 @@ COLUMNS = {
 
 DEFAULT_COLUMNS = (
     "target_accuracy",
-    "target_f1",
-    "target_auc",
+    "target_accuracy_last",
+    "em_auc",
+    "pion_auc",
     "source_accuracy",
     "gap_recovered",
     "a_distance",
@@ -313,6 +319,62 @@ def _confusion_table(method, confusion, class_names: Sequence[str] | None) -> st
     return f"Confusion matrix{' (mean over seeds)' if mean else ''}:\n\n" + _markdown(header, rows)
 
 
+#: The trivial label-free baselines whose share of the gap the decomposition table shows.
+BASELINES = ("mask_cells", "rescale_layers", "mask_cells+rescale_layers")
+
+
+def _mean(entry: Mapping, key: str):
+    value = entry.get(key)
+    return value.get("mean") if isinstance(value, Mapping) else value
+
+
+def paired_table(methods: Mapping) -> str:
+    """Per method: its mean paired difference to source_only (same instance, data and seed) with the
+    bootstrap 95% interval, for accuracy (points) and the e/γ and π/EM AUCs, and the fraction of
+    detector instances where it beats source_only. ``methods[m]["vs_source_only"]`` as the runner writes it."""
+    header = ["method", "Δ real accuracy [points] (95% CI)", "Δ e/γ AUC (95% CI)", "Δ π/EM AUC (95% CI)",
+              "instances won", "runs"]
+    rows = []
+    for method, entry in methods.items():
+        paired = entry.get("vs_source_only")
+        if not paired:
+            continue
+        cells = [str(method)]
+        for key, scale, decimals in (("target_accuracy", 100, 1), ("em_auc", 1, 3), ("pion_auc", 1, 4)):
+            d = paired.get(key)
+            if not d or not _is_number(d.get("mean")) or math.isnan(d["mean"]):
+                cells.append(MISSING)
+                continue
+            cells.append(f"{scale * d['mean']:+.{decimals}f} [{scale * d['low']:+.{decimals}f}, "
+                         f"{scale * d['high']:+.{decimals}f}]")
+        accuracy = paired.get("target_accuracy", {})
+        wins = accuracy.get("wins")
+        cells += [MISSING if not _is_number(wins) or math.isnan(wins) else f"{100 * wins:.0f}%",
+                  str(accuracy.get("runs", MISSING))]
+        rows.append(cells)
+    return _markdown(header, rows) if rows else ""
+
+
+def gap_decomposition_table(methods: Mapping) -> str:
+    """How much of the gap (target_oracle − source_only on real accuracy) each trivial baseline removes.
+
+    A baseline at 100% closes the gap with a mask or a per-layer scale and no learning from real data;
+    methods should be read against the best of these rows.
+    """
+    low, high = (_mean(methods.get(m, {}), "target_accuracy") for m in ("source_only", "target_oracle"))
+    if not _is_number(low) or not _is_number(high):
+        return ""
+    header = ["baseline", "real accuracy [%]", "gap removed [%]"]
+    rows = [["source_only", f"{100 * low:.1f}", "0.0"]]
+    for name in BASELINES:
+        value = _mean(methods.get(name, {}), "target_accuracy")
+        if _is_number(value):
+            share = MISSING if high == low else f"{100 * (value - low) / (high - low):.1f}"
+            rows.append([name, f"{100 * value:.1f}", share])
+    rows.append(["target_oracle", f"{100 * high:.1f}", "100.0"])
+    return _markdown(header, rows) if len(rows) > 2 else ""
+
+
 def write_report(
     path: str | os.PathLike,
     *,
@@ -322,6 +384,7 @@ def write_report(
     selection: Mapping | None = None,
     alarms: Mapping | None = None,
     notes: Sequence[str] | None = None,
+    sections: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the run's Markdown report to ``path`` (atomically) and return the path.
 
@@ -338,6 +401,7 @@ def write_report(
         alarms: {method: sim accuracy - real accuracy} for the methods over the gap threshold
             (an empty dict says none is); None leaves the section out.
         notes: lines listed at the end.
+        sections: {title: Markdown} shown after the results table (empty ones are left out).
     """
     path = Path(path)
     for argument, value in (("results", results), ("figures", figures), ("config", config)):
@@ -345,6 +409,9 @@ def write_report(
             raise ValueError(f"write_report: {argument} must be a dict, got {type(value).__name__}")
     class_names = config.get("class_names")
     lines = ["# sim2real_fast report", "", *_configuration(config), "", "## Results", "", results_table(results)]
+    for title, text in (sections or {}).items():
+        if text:
+            lines += ["", f"## {title}", "", text]
     if alarms is not None:
         lines += ["", *_alarms(alarms, config)]
     if selection:

@@ -12,11 +12,12 @@ from .dqm import FAULTS, DQMMaps, active_mask, dqm_maps
 from .effects import DetectorEffects
 from .knobs import Randomized
 from .medium import PB_LAR, Medium
-from .presets import PRESETS, PRIOR, prior_effects, real_effects
+from .presets import DEV_SEEDS, PRESETS, PRIOR, prior_effects, real_effects
 from .randomize import IMAGE_LEVEL_FAMILIES, SHOWER_LEVEL_FAMILIES, randomize_images
 from .showers import PARTICLES, ShowerPhysics, SimulatedShowers, showers
 
 __all__ = [
+    "DEV_SEEDS",
     "FAULTS",
     "IMAGE_LEVEL_FAMILIES",
     "PARTICLES",

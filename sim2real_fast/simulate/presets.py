@@ -5,7 +5,8 @@
   calibration (:class:`DetectorEffects` ``()``).
 - ``realistic``: nominal + every residual family at a size inside its published range (README,
   "Simulator"); instance ``detector_seed`` 0.
-- ``dev``: ``realistic`` as another instance (``detector_seed`` 1), for tuning only.
+- ``dev``: ``realistic`` as other instances, for tuning only: dev instance k has ``detector_seed``
+  :data:`DEV_SEEDS` + k, so no dev instance is ever one of the test instances (seeds below it).
 - ``stress``: nominal + the same residual families at 2.5 x their realistic size.
 
 :data:`PRIOR` randomises every residual per event over its documented range (around nominal,
@@ -17,9 +18,12 @@ from __future__ import annotations
 from .effects import RESIDUALS, DetectorEffects
 from .knobs import Randomized
 
-__all__ = ["PRESETS", "PRIOR", "REALISTIC_RESIDUALS", "STRESS_FACTOR", "get_effects", "prior_effects", "real_effects"]
+__all__ = ["DEV_SEEDS", "PRESETS", "PRIOR", "REALISTIC_RESIDUALS", "STRESS_FACTOR", "get_effects", "prior_effects", "real_effects"]
 
 NOMINAL = DetectorEffects()
+
+#: The dev preset's detector instances start here; test presets' instances are numbered from 0.
+DEV_SEEDS = 1_000_000
 
 #: The realistic detector's residuals, each inside its published range (README, "Simulator").
 REALISTIC_RESIDUALS = {
@@ -48,7 +52,7 @@ PRESETS = {
                             pileup_occupancy=0.0),
     "nominal": NOMINAL,
     "realistic": _REALISTIC,
-    "dev": _REALISTIC.replace(detector_seed=1),
+    "dev": _REALISTIC.replace(detector_seed=DEV_SEEDS),
     "stress": NOMINAL.replace(**{
         name: RESIDUALS[name] + STRESS_FACTOR * (value - RESIDUALS[name]) for name, value in REALISTIC_RESIDUALS.items()
     }),
@@ -80,12 +84,13 @@ def prior_effects() -> DetectorEffects:
 
 def real_effects(preset: str, detector_seed: int) -> DetectorEffects:
     """The preset's detector as instance ``detector_seed`` (its calibration factors, layer signs, extra
-    dead and hot cells; the knob values and the known dead map stay)."""
+    dead and hot cells; the knob values and the known dead map stay). ``dev`` instances are drawn from
+    their own seeds (:data:`DEV_SEEDS` + ``detector_seed``), never a test preset's."""
     if preset not in PRESETS:
         raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     if not isinstance(detector_seed, int) or detector_seed < 0:
         raise ValueError(f"detector_seed: expected an int >= 0, got {detector_seed!r}")
-    return PRESETS[preset].replace(detector_seed=detector_seed)
+    return PRESETS[preset].replace(detector_seed=detector_seed + (DEV_SEEDS if preset == "dev" else 0))
 
 
 def get_effects(effects: None | str | DetectorEffects) -> DetectorEffects:

@@ -1,12 +1,14 @@
 """The ``sim2real run``, ``train``, ``adapt`` and ``evaluate`` subcommands (registered by :mod:`sim2real_fast.cli`).
 
     sim2real run [--out DIR] [--sim FILE --real FILE --geometry NAME] [--methods M ...] [--config FILE]
-                 [--preset P] [--seeds S ...] [--events N] [--real-events N] [--epochs E] [--threads T]
+                 [--preset P] [--detector-seeds S ...] [--seeds S ...] [--real-class-fractions F ...]
+                 [--selection RULE] [--events N] [--real-events N] [--epochs E] [--threads T]
                  [--quick] [--resume] [--no-export]
 
-With no arguments: simulates the default domains (plain simulation and the "default" real detector),
-trains the baseline and every method, evaluates them on real events and writes results.json,
-report.md (with figures), predictions.root, checkpoints and exported models to DIR (sim2real-run).
+With no arguments: simulates the default domains (the nominal simulation and one instance of the
+realistic real detector), trains the baseline and every method, scores the checkpoint the label-free
+selection rule picks on real events and writes results.json, report.md (with figures),
+predictions.root, checkpoints and exported models to DIR (sim2real-run).
 Options are taken from the defaults, then the --config YAML file, then --quick, then the flags.
 """
 
@@ -32,7 +34,8 @@ def _run_config(args: argparse.Namespace):
                        "adapt": {**description.get("adapt", {}), **QUICK["adapt"]}}
     flags = {"out": args.out, "sim": args.sim, "real": args.real, "geometry": args.geometry, "preset": args.preset,
              "methods": args.methods, "seeds": args.seeds, "events": args.events, "real_events": args.real_events,
-             "threads": args.threads}
+             "threads": args.threads, "detector_seeds": args.detector_seeds, "selection": args.selection,
+             "real_class_fractions": args.real_class_fractions}
     description |= {k: v for k, v in flags.items() if v is not None}
     if args.no_export:
         description["export"] = False
@@ -58,9 +61,10 @@ def run_command(args: argparse.Namespace) -> int:
         results = run(config, resume=args.resume, progress=True, log=lambda text: print(text, file=sys.stderr))
     except FileNotFoundError as error:
         args.error(str(error))
-    print(f"\nsim2real run: {len(config.methods)} methods x {len(config.seeds)} seed(s) on {config.geometry} "
+    instances = "" if config.sim else f" x {len(config.detector_seeds)} detector instance(s)"
+    print(f"\nsim2real run: {len(config.methods)} methods x {len(config.seeds)} seed(s){instances} on {config.geometry} "
           f"({'files ' + config.sim + ', ' + config.real if config.sim else 'simulated, preset ' + config.preset}), "
-          f"{results['seconds']:.0f} s")
+          f"checkpoints picked by {config.selection}, {results['seconds']:.0f} s")
     print(text_table(table_results(results)))
     for method, gap in results["alarms"].items():
         print(f"GAP ALARM: {method} scores {100 * gap:.1f} points more on sim than on real")
@@ -85,7 +89,8 @@ def adapt_command(args: argparse.Namespace) -> int:
     method = getattr(args, "method", "source_only")
     try:
         path = adapt_step(method, sim=args.sim, real=getattr(args, "real", None), out=args.out,
-                          geometry=args.geometry, config=_adapt_config(args), resume=args.resume)
+                          geometry=args.geometry, config=_adapt_config(args), resume=args.resume,
+                          real_test=getattr(args, "real_test", None))
     except (ValueError, FileNotFoundError) as error:
         args.error(str(error))
     print(f"sim2real {args.command}: {method} trained; written {path} (+ model.pt, model.onnx)")
@@ -96,7 +101,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from .steps import evaluate_step
 
     try:
-        result = evaluate_step(args.model, real=args.real, sim=args.sim, out=args.out)
+        result = evaluate_step(args.model, real=args.real, sim=args.sim, out=args.out, split=args.split)
     except (ValueError, FileNotFoundError) as error:
         args.error(str(error))
     shown = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
@@ -128,6 +133,7 @@ def _seed(text: str) -> int:
 def add_commands(commands) -> None:
     """Add run / train / adapt / evaluate to the ``sim2real`` subparsers."""
     from ..simulate import PRESETS
+    from .config import SELECTIONS
 
     run = commands.add_parser("run", help="the main job: train on sim, adapt, evaluate on real, report",
                               description=__doc__.split("\n\n")[1].strip() + "\n\n" + __doc__.split("\n\n")[2].strip(),
@@ -140,7 +146,13 @@ def add_commands(commands) -> None:
                      help="methods, e.g. source_only dann coral+mmd dann+pseudo_label (default: all)")
     run.add_argument("--config", default=None, help="YAML file of run options (RunConfig; adapt: AdaptConfig)")
     run.add_argument("--preset", default=None, choices=sorted(PRESETS), help="simulated real detector (default)")
+    run.add_argument("--detector-seeds", nargs="+", type=_seed, default=None,
+                     help="simulated real detector instances (dead/hot cells, calibration; default 0)")
     run.add_argument("--seeds", nargs="+", type=_seed, default=None, help="training seeds (default 0)")
+    run.add_argument("--real-class-fractions", nargs="+", type=float, default=None, metavar="F",
+                     help="real class fractions, one per class summing to 1 (label shift; default: as simulated)")
+    run.add_argument("--selection", default=None, choices=SELECTIONS,
+                     help="label-free checkpoint selection rule whose pick every score comes from")
     run.add_argument("--events", type=_positive, default=None, help="simulated sim showers (default 20000)")
     run.add_argument("--real-events", type=_positive, default=None, help="simulated real showers (default 20000)")
     run.add_argument("--epochs", type=_positive, default=None, help="training epochs of the main stage")
@@ -158,6 +170,8 @@ def add_commands(commands) -> None:
             step.add_argument("--real", required=True, help="real data: ROOT event tree file(s)")
             step.add_argument("--method", required=True, help="e.g. dann, coral, mmd, dann+pseudo_label, few_shot")
             step.add_argument("--k", type=_positive, default=None, help="few_shot: labelled real events per class")
+            step.add_argument("--real-test", default=None,
+                              help="real test file; without it half of --real is held out (out/real_split.json)")
         step.add_argument("--out", required=True, help="output folder: model.ckpt, model.pt, model.onnx, checkpoints/")
         step.add_argument("--geometry", default="calogan", help="geometry of the files (default calogan)")
         step.add_argument("--config", default=None, help="YAML file (its adapt: section is used)")
@@ -171,5 +185,7 @@ def add_commands(commands) -> None:
     evaluate.add_argument("--model", required=True, help="model.ckpt written by sim2real train / adapt")
     evaluate.add_argument("--real", required=True, help="real data: ROOT event tree file(s)")
     evaluate.add_argument("--sim", default=None, help="labelled simulation, for the sim score and the feature gap")
+    evaluate.add_argument("--split", default=None,
+                          help="real_split.json of sim2real adapt: score only the events it held out of --real")
     evaluate.add_argument("--out", required=True, help="output folder")
     evaluate.set_defaults(run=evaluate_command, error=evaluate.error)

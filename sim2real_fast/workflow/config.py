@@ -6,15 +6,19 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from ..adapt import AdaptConfig, parse_method
+from ..adapt import VALIDATORS, AdaptConfig, parse_method
 
-__all__ = ["DEFAULT_METHODS", "QUICK", "RunConfig"]
+__all__ = ["DEFAULT_METHODS", "QUICK", "RunConfig", "SELECTIONS"]
 
-#: Methods of a default run, in report order: the two references, every method, a combination.
+#: Methods of a default run, in report order: the two references, the trivial label-free baselines,
+#: the methods, a combination.
 DEFAULT_METHODS = (
-    "source_only", "target_oracle", "dann", "coral", "mmd", "pseudo_label", "few_shot", "simclr",
-    "domain_randomization", "dann+pseudo_label",
+    "source_only", "target_oracle", "mask_cells", "rescale_layers", "dann", "coral", "mmd", "pseudo_label",
+    "few_shot", "simclr", "domain_randomization", "dann+pseudo_label",
 )
+
+#: Label-free checkpoint selection rules: a validator (higher is better) or the last epoch.
+SELECTIONS = (*VALIDATORS, "last")
 
 
 @dataclass(frozen=True)
@@ -28,18 +32,31 @@ class RunConfig:
     ``1 - val_fraction`` / ``val_fraction`` into training and validation (source accuracy, the
     validators); the real events ``1 - test_fraction`` / ``test_fraction`` into the adaptation set
     (its labels are used only by ``target_oracle`` and the k shots of ``few_shot``) and the test set
-    every score on "real" comes from. ``domain_randomization`` trains on ``events`` further showers
-    with every detector knob randomised (:func:`sim2real_fast.evaluate.randomized_effects`).
+    every score on "real" comes from. ``domain_randomization`` trains on showers whose detector
+    residuals are drawn per event from their documented prior ranges (simulated anew, or with ``sim``
+    the user's events with the image-level residuals applied).
 
-    Every method is trained once per seed in ``seeds`` (weights, batch order, augmentations); the data
-    are the same for all seeds. ``threads``: torch threads (None: torch's default).
+    ``sim_preset`` digitises the simulated sim domain (``nominal``: an experiment's simulation, with
+    its nominal noise, pile-up and known dead cells); ``preset`` is the real detector, one instance
+    per ``detector_seeds`` entry (dead and hot cells, calibration; each with its own events, seed
+    ``data_seed + 1 + 1000 * detector_seed``). ``real_class_fractions`` (one per class, summing to 1)
+    subsamples the real events to other class fractions than the simulation's (label shift).
+
+    Every method is trained once per detector instance and seed in ``seeds`` (weights, batch order,
+    augmentations). Every score comes from the checkpoint the label-free rule ``selection`` picks
+    (a validator of :data:`~sim2real_fast.adapt.VALIDATORS` or ``"last"``). ``threads``: torch threads
+    (None: torch's default).
     """
 
     out: str = "sim2real-run"
     sim: str | None = None
     real: str | None = None
     geometry: str = "calogan"
-    preset: str = "default"
+    preset: str = "realistic"
+    sim_preset: str = "nominal"
+    detector_seeds: tuple[int, ...] = (0,)
+    real_class_fractions: tuple[float, ...] | None = None
+    selection: str = "source_accuracy"
     events: int = 20_000
     real_events: int = 20_000
     val_fraction: float = 0.2
@@ -67,10 +84,26 @@ class RunConfig:
         object.__setattr__(self, "methods", tuple("+".join(parse_method(m)) for m in self.methods))
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"RunConfig: methods must be distinct, got {list(self.methods)}")
-        seeds = tuple(self.seeds)
-        if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
-            raise ValueError(f"RunConfig: seeds must be distinct non-negative ints, got {list(seeds)}")
-        object.__setattr__(self, "seeds", seeds)
+        for name in ("seeds", "detector_seeds"):
+            seeds = tuple(getattr(self, name))
+            if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
+                raise ValueError(f"RunConfig: {name} must be distinct non-negative ints, got {list(seeds)}")
+            object.__setattr__(self, name, seeds)
+        if self.sim is not None and len(self.detector_seeds) > 1:
+            raise ValueError("RunConfig: detector_seeds draws simulated real detectors; with --real files give one")
+        from ..simulate import PRESETS
+
+        for name in ("preset", "sim_preset"):
+            if getattr(self, name) not in PRESETS:
+                raise ValueError(f"RunConfig: {name} must be one of {sorted(PRESETS)}, got {getattr(self, name)!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"RunConfig: selection must be one of {list(SELECTIONS)}, got {self.selection!r}")
+        if self.real_class_fractions is not None:
+            fractions = tuple(float(f) for f in self.real_class_fractions)
+            if len(fractions) < 2 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+                raise ValueError("RunConfig: real_class_fractions must be one fraction >= 0 per class, summing to 1; "
+                                 f"got {list(self.real_class_fractions)}")
+            object.__setattr__(self, "real_class_fractions", fractions)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"RunConfig: threads must be a positive int or None, got {self.threads!r}")
         if isinstance(self.adapt, dict):
@@ -82,6 +115,9 @@ class RunConfig:
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "adapt"}
         out["methods"], out["seeds"] = list(self.methods), list(self.seeds)
+        out["detector_seeds"] = list(self.detector_seeds)
+        if self.real_class_fractions is not None:
+            out["real_class_fractions"] = list(self.real_class_fractions)
         out["adapt"] = self.adapt.to_dict()
         return out
 
@@ -93,9 +129,10 @@ class RunConfig:
         if unknown:
             raise ValueError(f"{origin}: unknown run option(s) {unknown}; expected some of {sorted(known)}")
         values = dict(description)
-        for name in ("methods", "seeds"):
+        for name in ("methods", "seeds", "detector_seeds", "real_class_fractions"):
             if name in values:
-                values[name] = tuple([values[name]] if isinstance(values[name], (str, int)) else values[name])
+                value = values[name]
+                values[name] = None if value is None else tuple([value] if isinstance(value, (str, int)) else value)
         if "adapt" in values:
             values["adapt"] = AdaptConfig.from_dict(values["adapt"] or {})
         return cls(**values)

@@ -13,14 +13,14 @@ from .. import io, simulate
 from ..adapt import Domain
 from .config import RunConfig
 
-__all__ = ["RunData", "load_data", "particle_names", "read_domain", "simulate_domain"]
+__all__ = ["RunData", "load_data", "load_sim", "particle_names", "read_domain", "simulate_domain"]
 
 _CHUNK = 10_000  # showers simulated per progress step
 
 
 @dataclass(frozen=True)
 class RunData:
-    """The splits every method of a run sees.
+    """The splits every method of a run sees, for one real detector instance.
 
     Attributes:
         sim_train, sim_val: labelled simulation (training; validation = "source" scores).
@@ -29,9 +29,11 @@ class RunData:
         real_test: labelled real events every "real" score comes from.
         real: every event of ``real_file`` in entry order (for the per-event predictions).
         randomized: labelled domain-randomised simulation, or None when no method needs it.
-        real_split: (N_real,) int8 per event of ``real_file`` in entry order: 0 adaptation, 1 test.
+        real_split: (N_real,) int8 per event of ``real_file`` in entry order: 0 adaptation, 1 test,
+            -1 left out (label shift: ``real_class_fractions``).
         sim_file, real_file: the event files (written under ``out/data`` when simulated).
         class_names: label -> name.
+        detector_seed: the real detector instance (None for the user's real file).
     """
 
     geometry: _geometry.Geometry
@@ -45,6 +47,7 @@ class RunData:
     real_split: torch.Tensor
     sim_file: Path
     real_file: Path
+    detector_seed: int | None = None
 
 
 def simulate_domain(n: int, *, geometry, effects, seed: int, description: str, progress: bool = True):
@@ -62,19 +65,14 @@ def simulate_domain(n: int, *, geometry, effects, seed: int, description: str, p
     return parts[0]._replace(**{name: torch.cat([getattr(p, name) for p in parts]) for name in fields})
 
 
-def _write_simulated(config: RunConfig, geometry, progress: bool) -> tuple[Path, Path]:
-    """out/data/sim.root and out/data/real.root (kept as they are when they exist: same seed, same files)."""
-    folder = Path(config.out) / "data"
-    paths = folder / "sim.root", folder / "real.root"
-    plan = ((config.events, None, config.data_seed, "sim"),
-            (config.real_events, config.preset, config.data_seed + 1, f"real ({config.preset})"))
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, (n, effects, seed, description) in zip(paths, plan):
-        if not path.exists():
-            showers = simulate_domain(n, geometry=geometry, effects=effects, seed=seed, description=description,
-                                      progress=progress)
-            io.write_showers_root(path, showers.images, showers.labels, showers.energy, geometry=geometry)
-    return paths
+def _simulated(path: Path, n: int, *, geometry, effects, seed: int, description: str, progress: bool) -> Path:
+    """``path`` with ``n`` simulated showers (kept as it is when it exists: same options, same file)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        showers = simulate_domain(n, geometry=geometry, effects=effects, seed=seed, description=description,
+                                  progress=progress)
+        io.write_showers_root(path, showers.images, showers.labels, showers.energy, geometry=geometry)
+    return path
 
 
 def read_domain(path, geometry, what: str, *, labelled: bool, min_events: int = 1) -> Domain:
@@ -105,35 +103,82 @@ def particle_names(n_classes: int) -> tuple[str, ...]:
     return particles[:n_classes] if n_classes <= len(particles) else tuple(f"class_{k}" for k in range(n_classes))
 
 
-def load_data(config: RunConfig, *, progress: bool = True) -> RunData:
-    """Simulate or read the domains of ``config`` and split them (the splits depend on ``data_seed`` only)."""
+def _class_fractions(labels: torch.Tensor, fractions: tuple[float, ...], generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of the largest subsample of (N,) labels whose class fractions are ``fractions``."""
+    n_classes = len(fractions)
+    if int(labels.max()) >= n_classes:
+        raise ValueError(f"real_class_fractions: {n_classes} fractions, but the real events have label {int(labels.max())}")
+    counts = torch.bincount(labels, minlength=n_classes)
+    total = min(int(counts[c]) / f for c, f in enumerate(fractions) if f > 0)
+    picks = []
+    for c, f in enumerate(fractions):
+        members = torch.nonzero(labels == c).squeeze(1)
+        picks.append(members[torch.randperm(len(members), generator=generator)[: int(f * total)]])
+    return torch.cat(picks).sort().values
+
+
+def load_sim(config: RunConfig, *, progress: bool = True) -> tuple:
+    """``(geometry, class_names, sim_train, sim_val, randomized, sim_file)``: the sim side of a run."""
     geometry = _geometry.get(config.geometry)
     if config.sim is None:
-        sim_file, real_file = _write_simulated(config, geometry, progress)
+        sim_file = _simulated(Path(config.out) / "data" / "sim.root", config.events, geometry=geometry,
+                              effects=config.sim_preset, seed=config.data_seed,
+                              description=f"sim ({config.sim_preset})", progress=progress)
     else:
-        sim_file, real_file = Path(config.sim), Path(config.real)
-    # real labels are used for evaluation, by target_oracle and by few_shot's k shots only
+        sim_file = Path(config.sim)
     sim = read_domain(sim_file, geometry, "sim", labelled=True, min_events=10)
-    real = read_domain(real_file, geometry, "real", labelled=True, min_events=10)
-    n_classes = int(sim.labels.max()) + 1
-    if int(real.labels.max()) >= n_classes:
-        raise ValueError(f"real file {str(real_file)!r} has label {int(real.labels.max())}, but the sim file's "
-                         f"labels stop at {n_classes - 1}")
+    class_names = particle_names(int(sim.labels.max()) + 1)
     sim_val, sim_train = sim.split(config.val_fraction, seed=config.data_seed)
-    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(config.data_seed + 1))
-    cut = round(config.test_fraction * len(real))
-    test_index, adapt_index = order[:cut].sort().values, order[cut:].sort().values
-    real_split = torch.zeros(len(real), dtype=torch.int8)
-    real_split[test_index] = 1
     randomized = None
     if any("domain_randomization" in method for method in config.methods):
-        from ..evaluate import randomized_effects
+        if config.sim is None:  # the sim domain simulated anew with every residual drawn from its prior range
+            showers = simulate_domain(len(sim_train), geometry=geometry, effects=simulate.PRIOR,
+                                      seed=config.data_seed + 2, description="randomised sim", progress=progress)
+            randomized = Domain(showers.images, showers.labels, showers.energy.float(), "randomized")
+        else:  # the user's sim events, with the image-level residuals of the prior drawn per event
+            images = simulate.randomize_images(sim_train.inputs, geometry, seed=config.data_seed + 2)
+            randomized = Domain(images, sim_train.labels, sim_train.energy, "randomized")
+    return geometry, class_names, sim_train, sim_val, randomized, sim_file
 
-        showers = simulate_domain(len(sim_train), geometry=geometry, effects=randomized_effects(),
-                                  seed=config.data_seed + 2, description="randomised sim", progress=progress)
-        randomized = Domain(showers.images, showers.labels, showers.energy.float(), "randomized")
+
+def load_data(config: RunConfig, *, detector_seed: int | None = None, sim: tuple | None = None,
+              progress: bool = True) -> RunData:
+    """Simulate or read the domains of ``config`` for one real detector instance and split them.
+
+    ``detector_seed``: the instance (default the first of ``config.detector_seeds``; ignored with real
+    files); ``sim``: the result of :func:`load_sim`, shared by every instance of a run. The splits
+    depend on ``data_seed`` only.
+    """
+    geometry, class_names, sim_train, sim_val, randomized, sim_file = sim or load_sim(config, progress=progress)
+    if config.real is None:
+        detector_seed = config.detector_seeds[0] if detector_seed is None else detector_seed
+        real_file = _simulated(Path(config.out) / "data" / f"real-{config.preset}-d{detector_seed}.root",
+                               config.real_events, geometry=geometry,
+                               effects=simulate.real_effects(config.preset, detector_seed),
+                               seed=config.data_seed + 1 + 1000 * detector_seed,
+                               description=f"real ({config.preset}, detector {detector_seed})", progress=progress)
+    else:
+        real_file, detector_seed = Path(config.real), None
+    # real labels are used for evaluation, by target_oracle and by few_shot's k shots only
+    real = read_domain(real_file, geometry, "real", labelled=True, min_events=10)
+    if int(real.labels.max()) >= len(class_names):
+        raise ValueError(f"real file {str(real_file)!r} has label {int(real.labels.max())}, but the sim file's "
+                         f"labels stop at {len(class_names) - 1}")
+    generator = torch.Generator().manual_seed(config.data_seed + 1)
+    kept = torch.arange(len(real))
+    if config.real_class_fractions is not None:
+        if len(config.real_class_fractions) != len(class_names):
+            raise ValueError(f"real_class_fractions: expected {len(class_names)} fractions (classes "
+                             f"{list(class_names)}), got {list(config.real_class_fractions)}")
+        kept = _class_fractions(real.labels, config.real_class_fractions, generator)
+    order = kept[torch.randperm(len(kept), generator=generator)]
+    cut = round(config.test_fraction * len(order))
+    test_index, adapt_index = order[:cut].sort().values, order[cut:].sort().values
+    real_split = torch.full((len(real),), -1, dtype=torch.int8)
+    real_split[adapt_index] = 0
+    real_split[test_index] = 1
     return RunData(
-        geometry=geometry, class_names=particle_names(n_classes), sim_train=sim_train, sim_val=sim_val,
+        geometry=geometry, class_names=class_names, sim_train=sim_train, sim_val=sim_val,
         real_adapt=real.subset(adapt_index), real_test=real.subset(test_index), real=real, randomized=randomized,
-        real_split=real_split, sim_file=sim_file, real_file=real_file,
+        real_split=real_split, sim_file=sim_file, real_file=real_file, detector_seed=detector_seed,
     )

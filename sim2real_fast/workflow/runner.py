@@ -4,12 +4,14 @@ Layout of the output folder ``out``::
 
     run.json                 the configuration (a resumed run must match it)
     data/sim.root, real.root the simulated domains (when no files were given)
-    checkpoints/<method>-seed<k>/   one file per epoch of every stage (fit's resume points)
-    methods/<method>-seed<k>/result.json, arrays.pt   a finished (method, seed): its scores and arrays
+    checkpoints/<method>-d<i>-seed<k>/   one file per epoch of every stage (fit's resume points)
+    methods/<method>-d<i>-seed<k>/result.json, arrays.pt   a finished (method, instance, seed)
     results.json  report.md  figures/*.png  predictions.root  models/<method>.pt, .onnx
 
-A (method, seed) whose ``result.json`` exists is finished; ``resume=True`` skips it and continues an
-unfinished one from its last checkpoint, so an interrupted run loses at most one epoch.
+A run trains every method once per real detector instance ``d<i>`` and training seed. A (method,
+instance, seed) whose ``result.json`` exists is finished; ``resume=True`` skips it and continues an
+unfinished one from its last checkpoint, so an interrupted run loses at most one epoch. The figures,
+predictions.root and the exported models are those of the first instance and seed.
 """
 
 from __future__ import annotations
@@ -27,18 +29,23 @@ import torch
 
 from .. import __version__
 from ..adapt import fit
-from ..evaluate import EnergyMeter, flag_gaps, gap_recovered
+from ..evaluate import EnergyMeter, flag_gaps, gap_recovered, paired_difference
 from ..io._atomic import atomic_path
 from ..models import CaloCNN
 from .config import RunConfig
-from .data import RunData, load_data
+from .data import RunData, load_data, load_sim
 from .evaluation import evaluate_fit
 
 __all__ = ["SCALARS", "method_slug", "run"]
 
 #: The per-method numbers of results.json (mean over seeds; ``spread`` holds their standard deviations).
-SCALARS = ("target_accuracy", "target_f1", "target_auc", "source_accuracy", "source_f1", "source_auc",
-           "gap_recovered", "a_distance", "mmd", "two_sample_auc", "train_seconds", "energy_joules")
+SCALARS = ("target_accuracy", "target_accuracy_last", "target_f1", "target_auc", "em_accuracy", "em_auc", "pion_auc",
+           "source_accuracy", "source_f1", "source_auc", "source_em_accuracy", "source_em_auc", "source_pion_auc",
+           "gap_recovered", "a_distance", "mmd", "two_sample_auc",
+           "train_seconds", "energy_joules")
+
+#: The scores whose paired difference to source_only (with a bootstrap interval) results.json reports.
+PAIRED = ("target_accuracy", "em_auc", "pion_auc")
 
 
 def method_slug(method: str) -> str:
@@ -68,11 +75,12 @@ def _check_resumable(out: Path, config: RunConfig, resume: bool) -> None:
 
 def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Path, resume: bool,
                progress: bool) -> tuple[dict, dict]:
-    """Fit, time and evaluate one (method, seed); stored under out/methods so a resumed run skips it."""
-    folder = out / "methods" / f"{method_slug(method)}-seed{seed}"
+    """Fit, time and evaluate one (method, instance, seed); stored under out/methods so a resumed run skips it."""
+    name = f"{method_slug(method)}-d{data.detector_seed if data.detector_seed is not None else 'file'}-seed{seed}"
+    folder = out / "methods" / name
     if resume and (folder / "result.json").exists():
         return json.loads((folder / "result.json").read_text()), torch.load(folder / "arrays.pt")
-    checkpoints = out / "checkpoints" / f"{method_slug(method)}-seed{seed}"
+    checkpoints = out / "checkpoints" / name
     torch.manual_seed(seed)
     model = CaloCNN(data.geometry, n_classes=len(data.class_names))
     with EnergyMeter() as meter:
@@ -81,10 +89,9 @@ def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Pa
                      randomized_source=data.randomized,
                      checkpoint_dir=checkpoints, resume=resume,
                      progress=progress)
-    result, arrays = evaluate_fit(fitted, data, seed=seed)
-    result |= {"seed": seed, "train_seconds": meter.seconds, "energy_joules": meter.joules,
-               "energy_method": meter.method, "history": fitted.history}
-    arrays["state_dict"] = fitted.model.state_dict()
+    result, arrays = evaluate_fit(fitted, data, seed=seed, selection=config.selection)
+    result |= {"seed": seed, "detector_seed": data.detector_seed, "train_seconds": meter.seconds,
+               "energy_joules": meter.joules, "energy_method": meter.method, "history": fitted.history}
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "arrays.pt") as tmp:
         torch.save(arrays, tmp)
@@ -92,8 +99,15 @@ def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Pa
     return result, arrays
 
 
+def _key(run: dict) -> tuple:
+    return (run["detector_seed"], run["seed"])
+
+
 def _summarise(per_seed: dict[str, list[dict]]) -> dict:
-    """Mean of every scalar over seeds, their sample standard deviations under ``spread``, the seeds' results."""
+    """Per method: the mean of every scalar over (instance, seed) runs, their sample standard deviations
+    under ``spread``, the paired difference to source_only of :data:`PAIRED` with a bootstrap 95% interval
+    under ``vs_source_only``, and the runs' results."""
+    baseline = {key: {_key(r): r.get(key) for r in per_seed.get("source_only", [])} for key in PAIRED}
     summary = {}
     for method, runs in per_seed.items():
         entry = {}
@@ -103,18 +117,24 @@ def _summarise(per_seed: dict[str, list[dict]]) -> dict:
             entry.setdefault("spread", {})[key] = statistics.stdev(values) if len(values) > 1 else 0.0
         first = runs[0]
         entry |= {"per_class": first["per_class"], "confusion": first["confusion"], "selection": first["selection"],
-                  "per_seed": [{k: r[k] for k in SCALARS if k in r} | {"seed": r["seed"]} for r in runs]}
+                  "per_seed": [{k: r[k] for k in SCALARS if k in r} | {"seed": r["seed"], "detector_seed":
+                               r["detector_seed"], "selected": r["selected"]} for r in runs]}
+        if method != "source_only" and baseline["target_accuracy"]:
+            entry["vs_source_only"] = {
+                key: paired_difference({_key(r): r[key] for r in runs if r.get(key) is not None},
+                                       {k: v for k, v in baseline[key].items() if v is not None})
+                for key in PAIRED if any(r.get(key) is not None for r in runs)}
         summary[method] = entry
     return summary
 
 
 def _add_gap_recovered(per_seed: dict[str, list[dict]]) -> None:
-    """gap_recovered per seed against that seed's source_only and target_oracle (None without them)."""
-    reference = {name: {r["seed"]: r["target_accuracy"] for r in per_seed.get(name, [])}
+    """gap_recovered per run against the same instance and seed's source_only and target_oracle (None without)."""
+    reference = {name: {_key(r): r["target_accuracy"] for r in per_seed.get(name, [])}
                  for name in ("source_only", "target_oracle")}
     for runs in per_seed.values():
         for r in runs:
-            low, high = reference["source_only"].get(r["seed"]), reference["target_oracle"].get(r["seed"])
+            low, high = reference["source_only"].get(_key(r)), reference["target_oracle"].get(_key(r))
             r["gap_recovered"] = None if low is None or high is None else gap_recovered(r["target_accuracy"], low, high)
 
 
@@ -143,15 +163,24 @@ def run(config: RunConfig, *, resume: bool = False, progress: bool = True, log=p
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        data = load_data(config, progress=progress)
+        sim = load_sim(config, progress=progress)
+        instances = config.detector_seeds if config.real is None else (None,)
         per_seed: dict[str, list[dict]] = {m: [] for m in config.methods}
         arrays: dict[str, dict] = {}
-        for seed in config.seeds:
-            for method in config.methods:
-                log(f"[{method}, seed {seed}]")
-                result, method_arrays = _train_one(method, seed, data, config, out, resume, progress)
-                per_seed[method].append(result)
-                arrays.setdefault(method, method_arrays)  # the first seed's arrays feed the plots and files
+        first = None
+        for detector_seed in instances:
+            data = load_data(config, detector_seed=detector_seed, sim=sim, progress=progress)
+            if first is None:
+                first = data
+            for seed in config.seeds:
+                for method in config.methods:
+                    where = "" if detector_seed is None else f"detector {detector_seed}, "
+                    log(f"[{method}, {where}seed {seed}]")
+                    result, method_arrays = _train_one(method, seed, data, config, out, resume, progress)
+                    per_seed[method].append(result)
+                    if data is first:
+                        arrays.setdefault(method, method_arrays)  # the first instance and seed feed plots and files
+        data = first
         _add_gap_recovered(per_seed)
         methods = _summarise(per_seed)
         results = {
