@@ -52,7 +52,7 @@ def _figures(folder: Path, results: dict, arrays: dict[str, dict], data: RunData
     methods = results["methods"]
     ranked = sorted((m for m in arrays if m not in ("source_only", "target_oracle")),
                     key=lambda m: -(methods[m]["target_accuracy"] or 0.0))[:_EMBEDDED_METHODS]
-    shown = [m for m in ("source_only", *ranked) if m in arrays]
+    shown = [m for m in ("source_only", *ranked) if m in arrays] or list(arrays)[:1]
     path = folder / "embeddings.png"
     report.plot_embeddings(path, {m if m != "source_only" else "source_only (before)":
                                   (arrays[m]["sim_features"], arrays[m]["real_features"]) for m in shown},
