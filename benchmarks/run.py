@@ -178,7 +178,7 @@ def simulator_targets(results: Results) -> list[tuple[str, str, str]]:
     entries = [e for e in results.entries if e["extra_info"].get("op") == "simulate.showers"]
     threads = max((e["extra_info"]["threads"] for e in entries), default=None)
     rows = []
-    for domain in ("sim", "real (default effects)"):
+    for domain in ("sim", "real (realistic)"):
         target = f"CPU simulator, CaloGAN, {domain}: ≥ 20,000 showers/s"
         entry = next((e for e in entries if e["extra_info"]["implementation"] == f"{domain}, {threads} thread(s)"), None)
         if entry is None:

@@ -1,4 +1,4 @@
-"""simulate.showers throughput on the CPU: e+ / gamma / pi+, 1-100 GeV, plain and "real" (preset default), in
+"""simulate.showers throughput on the CPU: e+ / gamma / pi+, 1-100 GeV, sim (preset nominal) and "real" (preset realistic), in
 CaloGAN (504 cells) and the CaloChallenge geometries ds1 photons (368), ds2 (6480) and ds3 (40500). Fewer
 showers a round in the finer geometries: the output alone is N x cells x 4 bytes (ds3: 650 MB for 4000).
 
@@ -23,7 +23,7 @@ import torch
 from sim2real_fast import simulate
 
 GEOMETRIES = {"calogan": 50_000, "calochallenge-ds1-photons": 50_000, "calochallenge-ds2": 20_000, "calochallenge-ds3": 4_000}
-CASES = [pytest.param(None, id="sim"), pytest.param("default", id="real-default")]
+CASES = [pytest.param("nominal", id="sim-nominal"), pytest.param("realistic", id="real-realistic")]
 THREADS = [pytest.param(1, id="1-thread"), pytest.param(torch.get_num_threads(), id="default-threads")]
 
 
@@ -60,9 +60,9 @@ def test_simulate_showers(benchmark, effects, threads, geometry):
 
     benchmark.group = f"simulate.showers cpu {geometry} n={n}"
     benchmark.pedantic(lambda: simulate.showers(n, geometry=geometry, effects=effects, seed=0), rounds=3, warmup_rounds=0)
-    domain = "real (default effects)" if effects else "sim"
+    domain = "sim" if effects == "nominal" else f"real ({effects})"
     # run.py's CaloGAN target looks the CaloGAN cases up by this implementation string
     where = "" if geometry == "calogan" else f", {geometry}"
     benchmark.extra_info.update(op="simulate.showers", implementation=f"{domain}, {threads} thread(s){where}", device="cpu", n=n,
-                                geometry=geometry, effects=effects or "none", threads=threads,
+                                geometry=geometry, effects=effects, threads=threads,
                                 showers_per_s=n / benchmark.stats.stats.mean)

@@ -15,6 +15,7 @@ from sim2real_fast.simulate.medium import FE_SCINT, LAR, MEDIA, W_SI
 
 X0 = PB_LAR.x0_mm
 ON_AXIS = simulate.ShowerPhysics(beam_spot_cells=0.0, beam_divergence_mrad=0.0)
+COARSE = simulate.ShowerPhysics(max_spots=512)  # for energy sums and depth profiles: fewer lateral spots, faster
 
 
 def sampling_terms(medium) -> dict:
@@ -79,7 +80,7 @@ def test_showers_in_fine_layers_peak_where_the_parametrisation_says_photons_late
     profiles, mean_depth = {}, {}
     for particle in ("e+", "gamma"):
         out = simulate.showers(4000, geometry=geometry, particles=particle, energy_range=(energy, energy),
-                               seed=3, threshold_mev=0.0)
+                               seed=3, threshold_mev=0.0, physics=COARSE)
         layers = s2r.shower_features(out.images, geometry).layer_energy.double()
         profiles[particle] = layers.mean(0)
         mean_depth[particle] = ((layers * depth).sum(1) / layers.sum(1)).mean().item()
@@ -116,14 +117,15 @@ def test_em_resolution_scales_as_one_over_sqrt_e():
     """sigma/E = a/sqrt(E) (+) b fitted at six energies gives the configured a (10%) and b (0.5%)."""
     energies = np.array([2.0, 5.0, 10.0, 20.0, 50.0, 100.0])
     resolution = [
-        relative_spread(simulate.showers(2000, particles="e+", energy_range=(e, e), seed=4, threshold_mev=0.0).images)
+        relative_spread(simulate.showers(2000, particles="e+", energy_range=(e, e), seed=4, threshold_mev=0.0,
+                                         physics=COARSE).images)
         for e in energies
     ]
     a, b = resolution_fit(energies, resolution)
     assert a == pytest.approx(0.10, abs=0.012)
     assert b < 0.012
     # doubling the configured stochastic term doubles the fitted one
-    physics = simulate.ShowerPhysics(em_stochastic=0.2)
+    physics = COARSE.replace(em_stochastic=0.2)
     out = simulate.showers(2000, particles="e+", energy_range=(10, 10), seed=4, threshold_mev=0.0, physics=physics)
     assert relative_spread(out.images) == pytest.approx(math.hypot(0.2 / math.sqrt(10), 0.005), rel=0.1)
 
@@ -150,7 +152,7 @@ def test_pion_response_in_a_deep_calorimeter_is_e_over_h():
     deep = thin_layers(12, PB_LAR.lambda_mm / X0, cell_mm=100.0, cells=21)
     energy = 50.0
     out = {p: simulate.showers(2000, geometry=deep, particles=p, energy_range=(energy, energy), seed=6,
-                               threshold_mev=0.0).images.double().sum(1) for p in ("e+", "pi+")}
+                               threshold_mev=0.0, physics=COARSE).images.double().sum(1) for p in ("e+", "pi+")}
     f_em = 1 - energy**-0.18
     expected = 1 / (f_em + (1 - f_em) * 0.7)
     assert (out["e+"].mean() / out["pi+"].mean()).item() == pytest.approx(expected, rel=0.05)
@@ -160,7 +162,7 @@ def test_pion_response_in_a_deep_calorimeter_is_e_over_h():
     depth = {}
     for particle in ("e+", "pi+"):
         images = simulate.showers(500, geometry=deep, particles=particle, energy_range=(energy, energy), seed=6,
-                                  threshold_mev=0.0).images
+                                  threshold_mev=0.0, physics=COARSE).images
         layers = s2r.shower_features(images, deep).layer_energy.double()
         depth[particle] = ((layers * torch.arange(12)).sum(1) / layers.sum(1)).mean().item()
     assert depth["e+"] < 0.05 and depth["pi+"] > 0.7
@@ -246,7 +248,8 @@ def test_ds1_em_layers_follow_the_pb_lar_profile_behind_the_lar_presampler():
 def test_ds1_pions_cross_each_layer_in_its_own_interaction_lengths():
     """ds1 pions: the EM layers are 0.96 lambda_I (LAr + Pb/LAr), the tiles 7.6 lambda_I of Fe/scintillator."""
     geometry = s2r.geometry.get("calochallenge-ds1-pions")
-    out = simulate.showers(2000, geometry=geometry, particles="pi+", energy_range=(50, 50), seed=7, threshold_mev=0.0)
+    out = simulate.showers(2000, geometry=geometry, particles="pi+", energy_range=(50, 50), seed=7, threshold_mev=0.0,
+                           physics=COARSE)
     em_layers = s2r.shower_features(out.images, geometry).layer_energy[:, :4].double().sum(1)
     lambda_em = 11.3 / LAR.lambda_mm + (68.6 + 255.2 + 31.9) / PB_LAR.lambda_mm
     mip = 11.3 * LAR.mip_mev_per_mm + (68.6 + 255.2 + 31.9) * PB_LAR.mip_mev_per_mm  # 203 MeV
@@ -257,7 +260,7 @@ def test_ds1_pions_cross_each_layer_in_its_own_interaction_lengths():
     # the 1.47 m of tiles hold the hadronic showers: little leaks behind them, much more if it were Pb/LAr
     leak = (out.overflow.double() / 50_000).mean().item()
     as_pb_lar = simulate.showers(2000, geometry=geometry, particles="pi+", energy_range=(50, 50), seed=7,
-                                 physics=simulate.ShowerPhysics(medium=PB_LAR)).overflow.double() / 50_000
+                                 physics=COARSE.replace(medium=PB_LAR)).overflow.double() / 50_000
     assert leak < 0.02 and as_pb_lar.mean().item() > 3 * leak
 
 
@@ -296,8 +299,8 @@ def test_sampling_terms_move_the_simulated_centroid_as_the_paper_says():
     depth = torch.arange(40, dtype=torch.float64) + 0.5
     centroid = {}
     for name, medium in (("sampling", PB_LAR), ("homogeneous", dataclasses.replace(PB_LAR, period_x0=0.0, e_hat=1.0))):
-        out = simulate.showers(3000, geometry=geometry, particles="e+", energy_range=(50, 50), seed=8,
-                               threshold_mev=0.0, physics=ON_AXIS.replace(medium=medium))
+        out = simulate.showers(2000, geometry=geometry, particles="e+", energy_range=(50, 50), seed=8,
+                               threshold_mev=0.0, physics=COARSE.replace(medium=medium))
         layers = s2r.shower_features(out.images, geometry).layer_energy.double()
         centroid[name] = ((layers * depth).sum(1) / layers.sum(1)).mean().item()
     assert centroid["sampling"] - centroid["homogeneous"] == pytest.approx(-0.444, abs=0.08)
@@ -332,8 +335,8 @@ def test_cell_fluctuations_keep_falling_above_a_few_gev():
 
 def test_beam_spot_spreads_the_entry_by_about_one_cell_and_showers_stay_contained():
     kwargs = dict(particles="e+", energy_range=(50, 50), seed=9)
-    beam = simulate.showers(2000, **kwargs)
-    axis = simulate.showers(2000, physics=ON_AXIS, **kwargs)
+    beam = simulate.showers(2000, physics=COARSE, **kwargs)
+    axis = simulate.showers(2000, physics=COARSE.replace(beam_spot_cells=0.0, beam_divergence_mrad=0.0), **kwargs)
     f_beam, f_axis = (s2r.shower_features(o.images, o.geometry) for o in (beam, axis))
     # layer_1 (40 mm cells): centroid spread ~ 0.5 x 40 mm per axis (Gaussian, so ~one cell wide)
     assert f_beam.centroid_x[:, 1].std().item() == pytest.approx(20.0, rel=0.1)
@@ -341,7 +344,7 @@ def test_beam_spot_spreads_the_entry_by_about_one_cell_and_showers_stay_containe
     assert f_axis.centroid_x[:, 1].std().item() < 3.0
     assert f_beam.total.mean() / f_axis.total.mean() == pytest.approx(1.0, abs=0.002)
     # the angular spread tilts the axis: the entry point moves apart between the front and the back
-    tilted = simulate.showers(2000, physics=ON_AXIS.replace(beam_divergence_mrad=50.0), **kwargs)
+    tilted = simulate.showers(2000, physics=COARSE.replace(beam_spot_cells=0.0, beam_divergence_mrad=50.0), **kwargs)
     f_tilt = s2r.shower_features(tilted.images, tilted.geometry)
     lever = (f_tilt.centroid_x[:, 1] - f_tilt.centroid_x[:, 0]).std() / (f_axis.centroid_x[:, 1] - f_axis.centroid_x[:, 0]).std()
     assert lever > 1.5

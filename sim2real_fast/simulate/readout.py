@@ -57,29 +57,26 @@ class Readout:
             self.sigma = torch.tensor(self.noise, dtype=torch.float32)[self.layer_of_cell] * self.channel_scale
 
         known = torch.Generator().manual_seed(KNOWN_MAP_SEED)
-        self.dead = torch.zeros(n_cells, dtype=torch.bool)
-        self.dead[torch.randperm(n_cells, generator=known)[: _stochastic_count(effects.known_dead_fraction, n_cells, known)]] = True
-        self.known_dead = self.dead.clone()
+        order = torch.randperm(n_cells, generator=known)
+        self.known_dead = torch.zeros(n_cells, dtype=torch.bool)
+        self.known_dead[order[: _stochastic_count(effects.known_dead_fraction, n_cells, known)]] = True
+        self.dead = self.known_dead.clone()  # known + extra dead cells of this instance
 
+        # the instance: every draw is made whatever the knobs, so a knob never moves another one's map
         g = torch.Generator().manual_seed(effects.detector_seed)
         z = torch.randn(n_cells, generator=g)
-        signs = torch.randint(2, (n_layers,), generator=g) * 2.0 - 1.0
+        self.layer_signs = torch.randint(2, (n_layers,), generator=g) * 2.0 - 1.0  # (L,) +-1
         order = torch.randperm(n_cells, generator=g)
-        order = order[~self.known_dead[order]]
-        u_dead, u_hot = torch.rand(2, generator=g, dtype=torch.float64).tolist()
+        order = order[~self.known_dead[order]]  # extra dead and hot cells come from the live ones
+        n_extra = _stochastic_count(0.0 if is_randomized(effects.extra_dead_fraction) else effects.extra_dead_fraction,
+                                    n_cells, g)
+        n_hot = _stochastic_count(0.0 if is_randomized(effects.hot_fraction) else effects.hot_fraction, n_cells, g)
         self.cell_calibration = None if is_randomized(effects.miscalibration) else 1 + effects.miscalibration * z
-        self.layer_signs = signs
         self.layer_calibration = (
-            None if is_randomized(effects.layer_miscalibration) else 1 + effects.layer_miscalibration * signs
+            None if is_randomized(effects.layer_miscalibration) else 1 + effects.layer_miscalibration * self.layer_signs
         )
-        n_extra = n_hot = 0
-        if not is_randomized(effects.extra_dead_fraction):
-            n_extra = math.floor(effects.extra_dead_fraction * n_cells + u_dead)
-            self.dead[order[:n_extra]] = True
-        self.hot_cells = None
-        if not is_randomized(effects.hot_fraction):
-            n_hot = math.floor(effects.hot_fraction * n_cells + u_hot)
-            self.hot_cells = order[n_extra : n_extra + n_hot].sort().values
+        self.dead[order[:n_extra]] = True
+        self.hot_cells = None if is_randomized(effects.hot_fraction) else order[n_extra : n_extra + n_hot].sort().values
         names = [layer.name for layer in geometry.layers]
         self.crosstalk_layer = names.index(effects.crosstalk_layer) if effects.crosstalk_layer in names else None
 

@@ -295,7 +295,7 @@ def _batch(
 
     visible = torch.stack([visible_em, visible_had, visible_mip], 1)  # (n, 3, S) GeV
     zeros = torch.zeros_like(r_core)
-    had_width = (pion_width[:, None] * layout.lambda_mm)  # (n, S) mm per unit of the non-EM radii
+    had_width = pion_width[:, None] * layout.lambda_mm  # (n, S) mm per unit of the non-EM radii
     had_core = par["had_core_lambda"][:, None] * had_width
     had_tail = par["had_tail_lambda"][:, None] * had_width
     # the pions' pi0 sub-showers start spread over the hadronic core: add its radius in quadrature
