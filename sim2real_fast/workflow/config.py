@@ -44,7 +44,8 @@ class RunConfig:
 
     Every method is trained once per detector instance and seed in ``seeds`` (weights, batch order,
     augmentations). Every score comes from the checkpoint the label-free rule ``selection`` picks
-    (a validator of :data:`~sim2real_fast.adapt.VALIDATORS` or ``"last"``). ``threads``: torch threads
+    (a validator of :data:`~sim2real_fast.adapt.VALIDATORS` or ``"last"``; default ``im``, the rule
+    whose picks did best on ``dev``, benchmarks/tune.py). ``threads``: torch threads
     (None: torch's default).
     """
 
@@ -56,7 +57,7 @@ class RunConfig:
     sim_preset: str = "nominal"
     detector_seeds: tuple[int, ...] = (0,)
     real_class_fractions: tuple[float, ...] | None = None
-    selection: str = "source_accuracy"
+    selection: str = "im"
     events: int = 20_000
     real_events: int = 20_000
     val_fraction: float = 0.2
