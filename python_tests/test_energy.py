@@ -12,9 +12,10 @@ from sim2real_fast.evaluate import EnergyMeter
 from sim2real_fast.evaluate.energy import CPU_WATTS_PER_CORE
 
 
-def busy(seconds: float = 0.2) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+def busy(cpu_seconds: float = 0.2) -> None:
+    """Work until this process has used ``cpu_seconds`` of CPU (however busy the machine is)."""
+    end = time.process_time() + cpu_seconds
+    while time.process_time() < end:
         sum(range(1000))
 
 
