@@ -28,8 +28,6 @@ TORCH_LIBRARY(sim2real_fast, m) {
   m.def("_hits_to_image_backward(Tensor grad, Tensor offsets, Tensor cell, Tensor energy, int n_cells, "
         "Tensor? calibration, Tensor? dead, float threshold, str normalize, Tensor? incident_energy) "
         "-> Tensor");
-  // Gradient reversal: a copy of x forward, -alpha * grad backward (any device).
-  m.def("grad_reverse(Tensor x, float alpha) -> Tensor");
   // CaloChallenge-style shower features of images (N, n_cells), layer l owning cells
   // [layer_offsets[l], layer_offsets[l + 1]), cell coordinates coords (n_cells, 2) = (x, y).
   // Returns layer_stats (N, L, 6) = [energy, centroid_x, centroid_y, width_x, width_y, sparsity],

@@ -150,9 +150,8 @@ def mmd(
     if not _extension.HAS_EXTENSION:
         from ..reference import mmd as reference_mmd
 
-        sigma2, w = resolve_kernels(x, y, bandwidth, kernel_scales, weights)
-        _check_kernel_values(sigma2, w)
-        return reference_mmd(x, y, estimator=estimator, bandwidth=sigma2, weights=w)
+        _check_kernel_values(*resolve_kernels(x, y, bandwidth, kernel_scales, weights))
+        return reference_mmd(x, y, estimator=estimator, bandwidth=bandwidth, kernel_scales=kernel_scales, weights=weights)
     sigma2, w = resolve_kernels(x, y, bandwidth, kernel_scales, weights)
     if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
         # One pass computes the value and the gradients that are needed (each exponential and block
