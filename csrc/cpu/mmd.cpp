@@ -5,7 +5,7 @@
 // counter by workers started once with at::parallel_for (torch's own pool and thread count): a
 // worker that is descheduled by another process simply takes fewer blocks, and there is no
 // barrier between blocks. Per block a worker centres the rows, computes the dot products with one
-// single-threaded GEMM, runs the tile pass (mmd_tile.h), and applies the gradient coefficients with
+// single-threaded GEMM, runs the tile pass (simd.h), and applies the gradient coefficients with
 // one GEMM per side that needs a gradient (one in all on a diagonal block, whose C is symmetric);
 // the resulting rows are added to the gradients under a per-block lock. Kernel sums are kept per
 // block and added in block order, so the value does not depend on the scheduling; the gradients
@@ -20,7 +20,7 @@
 #include <mutex>
 #include <vector>
 
-#include "mmd_tile.h"
+#include "simd.h"
 #include "sim2real_fast/mmd.h"
 #include "sim2real_fast/mmd_math.h"
 
@@ -32,17 +32,6 @@ namespace {
 constexpr int64_t kTile = 512;
 // Quadruples per chunk of the linear estimator.
 constexpr int64_t kLinearChunk = 256;
-
-using TileFn = double (*)(const cpu::TileArgs&);
-
-TileFn select_tile() {
-#if defined(__x86_64__) || defined(_M_X64)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return cpu::tile_avx2;
-#endif
-  return cpu::tile_default;
-}
-
-const TileFn kTileFn = select_tile();
 
 template <typename T>
 struct Block {
@@ -121,6 +110,7 @@ void quadratic_impl(Pass& p) {
   const T* w = p.w.const_data_ptr<T>();
   const int k = static_cast<int>(p.c.size(0));
 
+  const auto tile = cpu::simd().mmd_tile;
   auto worker = [&] {
     std::vector<T> a(kTile * d), b(kTile * d), product(kTile * d), dot(kTile * kTile);
     std::vector<T> na(kTile), nb(kTile), row_sums(kTile), col_sums(kTile);
@@ -144,9 +134,9 @@ void quadratic_impl(Pass& p) {
       at::Tensor D = wrap(dot.data(), bi.rows, bj.rows);
       at::mm_out(D, A, B.t());
       const bool grad = it.grad_i || it.grad_j;
-      cpu::TileArgs args{dot.data(), na.data(), norms_j, bi.rows, bj.rows, diagonal, c, w, k, p.scale[it.slot],
+      cpu::MmdTileArgs args{dot.data(), na.data(), norms_j, bi.rows, bj.rows, diagonal, c, w, k, p.scale[it.slot],
                          p.mode.sum, grad, row_sums.data(), col_sums.data(), p.x.scalar_type()};
-      item_sums[item] = kTileFn(args);
+      item_sums[item] = tile(args);
       if (!grad) continue;
       if (diagonal) {  // g_i += rowsum(S) a_i - (S A)_i with S = C + C^T
         at::Tensor P = wrap(product.data(), bi.rows, d);
