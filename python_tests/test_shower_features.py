@@ -205,6 +205,23 @@ def test_max_fraction_gradient_goes_to_the_first_maximal_cell():
     assert grad[300].item() == pytest.approx(-2.0 / total**2)
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["nan-first", "nan-later"])
+def test_max_cell_with_nan_matches_the_reference(device, dtype, first):
+    """NaN counts as the largest value (the first NaN cell, as torch.argmax) on every path: CPU, CUDA
+    and the reference give the same max_cell, and max_fraction is NaN."""
+    images = _showers(4, "calogan", dtype, device)
+    images[1, 0 if first else 300] = float("nan")
+    images[1, 401] = float("nan")
+    images[2, 7] = float("nan")
+    offsets, coords = _op_inputs("calogan", images)
+    _, event_stats, max_cell = torch.ops.sim2real_fast.shower_features(images, offsets, coords, 0.0)
+    _, ref_event_stats, ref_max_cell = reference.shower_features(images, offsets, coords, 0.0)
+    assert max_cell.tolist() == ref_max_cell.tolist()
+    assert max_cell[1] == (0 if first else 300) and max_cell[2] == 7
+    assert torch.isnan(event_stats[1:3, 1]).all() and torch.isnan(ref_event_stats[1:3, 1]).all()
+    torch.testing.assert_close(event_stats[[0, 3]], ref_event_stats[[0, 3]], **tolerances(dtype))
+
+
 def test_half_precision_is_computed_in_float32():
     images = _showers(4, "calogan", torch.float32, "cpu")
     f = s2r.shower_features(images.half(), "calogan")

@@ -4,7 +4,8 @@
 // Per event and layer l (cells i of the layer, energies e_i, coordinates (x_i, y_i)):
 //   E = sum e_i,  c_x = sum e_i x_i / E,  w_x = sqrt(max(sum e_i x_i^2 / E - c_x^2, 0))  (y alike),
 //   sparsity = #(e_i > threshold) / #cells; centroids and widths are 0 where E == 0.
-// Per event: total = sum of all cells, max_fraction = max_i e_i / total (0 where total == 0).
+// Per event: total = sum of all cells, max_fraction = max_i e_i / total (0 where total == 0);
+// the max cell is the first maximal cell, NaN counting as the largest value (as torch.argmax).
 // Sums are accumulated in double (on both devices), so the one-pass width does not cancel in float32.
 #pragma once
 
@@ -74,6 +75,15 @@ inline void check_backward_inputs(const at::Tensor& grad_layer_stats, const at::
   check_like("layer_stats", layer_stats, {n, n_layers, kLayerStats}, images);
   check_like("event_stats", event_stats, {n, kEventStats}, images);
   check_like("max_cell", max_cell, {n}, images, /*integer=*/true);
+}
+
+// Whether cell i with value v replaces the current maximum `best` at cell best_i: a larger value,
+// or an equal one at a lower cell; NaN counts as the largest value (the first NaN cell wins).
+template <typename T>
+C10_HOST_DEVICE bool takes_max(T v, int64_t i, T best, int64_t best_i) {
+  const bool v_nan = v != v, best_nan = best != best;
+  if (v_nan || best_nan) return v_nan && (!best_nan || i < best_i);
+  return v > best || (v == best && i < best_i);
 }
 
 struct LayerSums {
