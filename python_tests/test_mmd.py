@@ -207,7 +207,7 @@ def test_both_gradient_paths_agree(device, estimator):
         torch.testing.assert_close(b, c)
 
 
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
 def test_torch_compile_fullgraph(backend):
     x, y = _samples(33, 20, 5, torch.float32, "cpu")
     x.requires_grad_()
@@ -280,6 +280,7 @@ print(min(peaks))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
 def test_gradient_memory_is_one_and_a_half_sets():
     """Forward + backward holds the fused pass's gradients and, briefly, half their scaled copy:
