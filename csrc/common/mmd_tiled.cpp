@@ -3,12 +3,14 @@
 #include "sim2real_fast/mmd.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/DeviceGuard.h>
 
 #include <algorithm>
 
 #include "sim2real_fast/checks.h"
+#include "sim2real_fast/mmd_math.h"
 
 namespace sim2real_fast::mmd {
 
@@ -18,10 +20,27 @@ constexpr const char* kOp = "sim2real_fast::mmd";
 
 struct Problem {
   at::Tensor x, y;  // contiguous, detached (n, d), (m, d)
-  at::Tensor c, w;  // (K,) exponent coefficients -1 / (2 sigma2) and weights
+  at::Tensor c, w;  // (K,) exponent coefficients -1 / (2 sigma2) and weights, widest kernel first
+  bool doubling;    // c[q] == 2 c[q - 1] exactly (see mmd_math.h)
   Estimator estimator;
   int64_t n, m;
 };
+
+// The kernels, widest first (c closest to 0), and whether their coefficients double exactly from
+// one to the next. Computed on the host (the K values were read for the checks anyway; division
+// is correctly rounded on both devices) and copied to x's device.
+std::tuple<at::Tensor, at::Tensor, bool> ordered_kernels(const at::Tensor& sigma2, const at::Tensor& weights,
+                                                         const at::Tensor& x) {
+  const at::Tensor c_host = (-0.5 / sigma2.detach().to(at::kCPU)).contiguous();
+  const at::Tensor order = std::get<1>(c_host.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  const at::Tensor c_sorted = c_host.index_select(0, order).contiguous();
+  bool doubling = false;
+  AT_DISPATCH_FLOATING_TYPES(c_sorted.scalar_type(), "mmd_kernels", [&] {
+    doubling = math::doubling_chain(c_sorted.const_data_ptr<scalar_t>(), static_cast<int>(c_sorted.numel()));
+  });
+  return {c_sorted.to(x.device()), weights.detach().index_select(0, order.to(weights.device())).contiguous(),
+          doubling};
+}
 
 // Squared bandwidths must be positive and finite, weights finite and non-negative: anything else
 // would give a silently wrong (or NaN) loss. Reads the K values (one synchronisation on CUDA).
@@ -58,8 +77,8 @@ Problem prepare(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigm
                       ": the linear estimator needs at least 2 samples in x and in y, got n=", n, ", m=", m);
   }
   check_kernel_values(sigma2, weights);
-  return {x.detach().contiguous(), y.detach().contiguous(), (-0.5 / sigma2.detach()).contiguous(),
-          weights.detach().contiguous(), est, n, m};
+  auto [c, w, doubling] = ordered_kernels(sigma2, weights, x);
+  return {x.detach().contiguous(), y.detach().contiguous(), c, w, doubling, est, n, m};
 }
 
 // Weights of the three pair sums in MMD^2 = a_xx S_xx + a_yy S_yy - 2 a_xy S_xy, where S_xx sums
@@ -84,6 +103,7 @@ Pass run_pass(const Problem& p, const Backend& backend, Mode mode, bool grad_x, 
   pass.y = p.y;
   pass.c = p.c;
   pass.w = p.w;
+  pass.doubling = p.doubling;
   pass.mode = mode;
   pass.grad_x = mode.grad && grad_x;
   pass.grad_y = mode.grad && grad_y;

@@ -134,7 +134,7 @@ void quadratic_impl(Pass& p) {
       at::Tensor D = wrap(dot.data(), bi.rows, bj.rows);
       at::mm_out(D, A, B.t());
       const bool grad = it.grad_i || it.grad_j;
-      cpu::MmdTileArgs args{dot.data(), na.data(), norms_j, bi.rows, bj.rows, diagonal, c, w, k, p.scale[it.slot],
+      cpu::MmdTileArgs args{dot.data(), na.data(), norms_j, bi.rows, bj.rows, diagonal, c, w, k, p.doubling, p.scale[it.slot],
                          p.mode.sum, grad, row_sums.data(), col_sums.data(), p.x.scalar_type()};
       item_sums[item] = tile(args);
       if (!grad) continue;
@@ -184,13 +184,14 @@ T pair_distance(const T* a, const T* b, int64_t d) {
 
 // Quadruples l in [begin, end): a = x_2l, b = x_2l+1, p = y_2l, q = y_2l+1 (see mmd_math.h).
 template <typename T, bool kSum, bool kGrad>
-double linear_chunk(const T* x, const T* y, const T* c, const T* w, int k, int64_t begin, int64_t end, int64_t d,
-                    T scale, T* gx, T* gy) {
+double linear_chunk(const T* x, const T* y, const T* c, const T* w, int k, bool doubling, int64_t begin,
+                    int64_t end, int64_t d, T scale, T* gx, T* gy) {
   double total = 0.0;
   for (int64_t l = begin; l < end; ++l) {
     const T *a = x + 2 * l * d, *b = a + d, *p = y + 2 * l * d, *q = p + d;
     const auto t = math::linear_terms<kSum, kGrad>(pair_distance(a, b, d), pair_distance(p, q, d),
-                                                   pair_distance(a, q, d), pair_distance(b, p, d), c, w, k, scale);
+                                                   pair_distance(a, q, d), pair_distance(b, p, d), c, w, k, doubling,
+                                                   scale);
     if constexpr (kSum) total += t.h;
     if constexpr (kGrad) {
       if (gx != nullptr) {
@@ -233,7 +234,7 @@ void linear(Pass& pass, int64_t pairs) {
       for (int64_t chunk = first; chunk < last; ++chunk) {
         const int64_t begin = chunk * kLinearChunk, end = std::min(pairs, begin + kLinearChunk);
         partial[chunk] = with_mode(mode, [&]<bool kSum, bool kGrad>() {
-          return linear_chunk<T, kSum, kGrad>(x, y, c, w, k, begin, end, d, scale, gx, gy);
+          return linear_chunk<T, kSum, kGrad>(x, y, c, w, k, pass.doubling, begin, end, d, scale, gx, gy);
         });
       }
     });

@@ -19,6 +19,7 @@ struct MmdTileArgs {
   const void* c;        // (k,) exponent coefficients
   const void* w;        // (k,) weights
   int k;
+  bool doubling;        // see mmd::math::kernel_terms
   double scale;         // gradient coefficient C_ij = scale * dk/dd(d_ij)
   bool sum, grad;
   void* row_sums;       // (rows,) sum_j C_ij (grad); on a diagonal block, of C + C^T

@@ -42,7 +42,7 @@ double tile_impl(const MmdTileArgs& a) {
     for (; j + kLanes <= cols; j += kLanes) {
       V value, slope;
       mmd::math::kernel_terms<kSum, kGrad>(mmd::math::squared_distance(norm_i, V::loadu(nb + j), V::loadu(row + j)), c,
-                                      w, a.k, value, slope);
+                                      w, a.k, a.doubling, value, slope);
       if constexpr (kSum) {
         T buffer[kLanes];
         value.store(buffer);
@@ -60,8 +60,8 @@ double tile_impl(const MmdTileArgs& a) {
       const int tail = static_cast<int>(cols - j);
       V value, slope;
       mmd::math::kernel_terms<kSum, kGrad>(
-          mmd::math::squared_distance(norm_i, V::loadu(nb + j, tail), V::loadu(row + j, tail)), c, w, a.k, value,
-          slope);
+          mmd::math::squared_distance(norm_i, V::loadu(nb + j, tail), V::loadu(row + j, tail)), c, w, a.k,
+          a.doubling, value, slope);
       T buffer[kLanes];
       if constexpr (kSum) {
         value.store(buffer);

@@ -54,8 +54,9 @@ __device__ __forceinline__ void block_sum_to(double v, double* partials) {
 // of the dot products and of nb, one row norm per block, no index division.
 template <typename T, bool kSum, bool kGrad>
 __global__ void tile_kernel(T* __restrict__ dot, const T* __restrict__ na, const T* __restrict__ nb,
-                            const T* __restrict__ c, const T* __restrict__ w, int k, int64_t rows,
-                            int64_t cols, bool strict_upper, T scale, double* __restrict__ partials) {
+                            const T* __restrict__ c, const T* __restrict__ w, int k, bool doubling,
+                            int64_t rows, int64_t cols, bool strict_upper, T scale,
+                            double* __restrict__ partials) {
   double local = 0.0;
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     T* row = dot + i * cols;
@@ -68,7 +69,8 @@ __global__ void tile_kernel(T* __restrict__ dot, const T* __restrict__ na, const
         continue;
       }
       T value, slope;
-      math::kernel_terms<kSum, kGrad>(math::squared_distance(norm_i, nb[j], row[j]), c, w, k, value, slope);
+      math::kernel_terms<kSum, kGrad>(math::squared_distance(norm_i, nb[j], row[j]), c, w, k, doubling, value,
+                                      slope);
       if constexpr (kSum) row_total += value;
       if constexpr (kGrad) row[j] = scale * slope;
     }
@@ -81,7 +83,7 @@ __global__ void tile_kernel(T* __restrict__ dot, const T* __restrict__ na, const
 // h_l = k(a, b) + k(c, e) - k(a, e) - k(b, c); d/dp k(p, q) = 2 k'(d) (p - q).
 template <typename T, bool kSum, bool kGrad>
 __global__ void linear_kernel(const T* __restrict__ x, const T* __restrict__ y,
-                              const T* __restrict__ c, const T* __restrict__ w, int k,
+                              const T* __restrict__ c, const T* __restrict__ w, int k, bool doubling,
                               int64_t pairs, int64_t d, T scale, double* __restrict__ partials,
                               T* __restrict__ gx, T* __restrict__ gy) {
   const int lane = threadIdx.x & 31;
@@ -99,7 +101,7 @@ __global__ void linear_kernel(const T* __restrict__ x, const T* __restrict__ y,
       bc += (vb - vc) * (vb - vc);
     }
     const auto t = math::linear_terms<kSum, kGrad>(warp_sum(ab), warp_sum(ce), warp_sum(ae), warp_sum(bc), c, w,
-                                                   k, scale);
+                                                   k, doubling, scale);
     if constexpr (kSum) {
       if (lane == 0) local += static_cast<double>(t.h);
     }
@@ -136,7 +138,7 @@ void tile(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const Pas
       tile_kernel<scalar_t, kSum, kGrad><<<blocks, kThreads, 0, stream>>>(
           dot.mutable_data_ptr<scalar_t>(), na.const_data_ptr<scalar_t>(), nb.const_data_ptr<scalar_t>(),
           pass.c.const_data_ptr<scalar_t>(), pass.w.const_data_ptr<scalar_t>(), static_cast<int>(pass.c.size(0)),
-          dot.size(0), dot.size(1), strict_upper, static_cast<scalar_t>(scale),
+          pass.doubling, dot.size(0), dot.size(1), strict_upper, static_cast<scalar_t>(scale),
           kSum ? partials.mutable_data_ptr<double>() : nullptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -207,7 +209,7 @@ void linear(Pass& pass, int64_t pairs) {
     with_mode(mode, [&]<bool kSum, bool kGrad>() {
       linear_kernel<scalar_t, kSum, kGrad><<<blocks, kThreads, 0, stream>>>(
           pass.x.const_data_ptr<scalar_t>(), pass.y.const_data_ptr<scalar_t>(), pass.c.const_data_ptr<scalar_t>(),
-          pass.w.const_data_ptr<scalar_t>(), static_cast<int>(pass.c.size(0)), pairs, pass.x.size(1),
+          pass.w.const_data_ptr<scalar_t>(), static_cast<int>(pass.c.size(0)), pass.doubling, pairs, pass.x.size(1),
           static_cast<scalar_t>(pass.scale[0]), kSum ? partials.mutable_data_ptr<double>() : nullptr,
           pass.grad_x ? pass.gx.mutable_data_ptr<scalar_t>() : nullptr,
           pass.grad_y ? pass.gy.mutable_data_ptr<scalar_t>() : nullptr);

@@ -42,7 +42,8 @@ enum Slot : int { kXX = 0, kYY = 1, kXY = 2 };
 // One pass over the pairs. Tensors are contiguous, detached, of one dtype and device.
 struct Pass {
   at::Tensor x, y;      // (n, d), (m, d)
-  at::Tensor c, w;      // (K,) exponent coefficients and weights
+  at::Tensor c, w;      // (K,) exponent coefficients and weights, widest kernel first
+  bool doubling;        // c[q] == 2 c[q - 1] exactly: one exponential per pair (mmd_math.h)
   at::Tensor mean;      // (d,) pooled mean (quadratic estimators)
   Mode mode;
   bool grad_x, grad_y;  // which gradients the pass accumulates (mode.grad only)
