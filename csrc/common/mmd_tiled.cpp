@@ -16,7 +16,7 @@ namespace sim2real_fast::mmd {
 
 namespace {
 
-constexpr const char* kOp = "sim2real_fast::mmd";
+constexpr const char* kOp = "sim2real_fast.mmd";
 
 struct Problem {
   at::Tensor x, y;  // contiguous, detached (n, d), (m, d)
@@ -180,7 +180,7 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
   const at::NoGradGuard no_grad;
   const c10::DeviceGuard device_guard(x.device());
   const Problem p = prepare(x, y, sigma2, weights, estimator);
-  check_scalar_grad("sim2real_fast::_mmd_backward", grad, p.x);
+  check_scalar_grad("sim2real_fast._mmd_backward", grad, p.x);
   Pass pass = run_pass(p, backend, Mode{false, true}, grad_x, grad_y);
   if (pass.gx.defined()) pass.gx.mul_(grad);
   if (pass.gy.defined()) pass.gy.mul_(grad);

@@ -113,7 +113,7 @@ at::Tensor backward(const at::Tensor& grad_layer_in, const at::Tensor& grad_even
   const at::Tensor event_stats = event_stats_in.contiguous(), max_cell = max_cell_in.contiguous();
   const int64_t* cells = max_cell.const_data_ptr<int64_t>();
   for (int64_t event = 0; event < n; ++event) {
-    TORCH_CHECK(cells[event] >= 0 && cells[event] < n_cells, kBackwardOp, ": max_cell[", event, "] = ",
+    TORCH_CHECK_INDEX(cells[event] >= 0 && cells[event] < n_cells, kBackwardOp, ": max_cell[", event, "] = ",
                 cells[event], " is out of range [0, ", n_cells, ")");
   }
   const std::vector<int64_t> offsets(layer_offsets.begin(), layer_offsets.end());

@@ -37,7 +37,7 @@ struct Offsets {
 
 Offsets pack_offsets(const char* op, c10::IntArrayRef layer_offsets) {
   const int64_t n_layers = static_cast<int64_t>(layer_offsets.size()) - 1;
-  TORCH_CHECK(n_layers <= kMaxLayers, op, ": the CUDA kernel supports up to ", kMaxLayers,
+  TORCH_CHECK_VALUE(n_layers <= kMaxLayers, op, ": the CUDA kernel supports up to ", kMaxLayers,
               " layers, got ", n_layers);
   Offsets offsets{};
   for (int64_t l = 0; l <= n_layers; ++l) offsets.v[l] = static_cast<int32_t>(layer_offsets[l]);
@@ -191,7 +191,7 @@ at::Tensor backward(const at::Tensor& grad_layer_in, const at::Tensor& grad_even
   const int64_t bad = flag.cpu().const_data_ptr<int64_t>()[0];
   if (bad < n) {
     const int64_t value = max_cell.narrow(0, bad, 1).cpu().const_data_ptr<int64_t>()[0];
-    TORCH_CHECK(false, kBackwardOp, ": max_cell[", bad, "] = ", value, " is out of range [0, ", n_cells, ")");
+    TORCH_CHECK_INDEX(false, kBackwardOp, ": max_cell[", bad, "] = ", value, " is out of range [0, ", n_cells, ")");
   }
   return grad_images;
 }

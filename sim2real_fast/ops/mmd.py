@@ -109,9 +109,9 @@ def _check_kernel_values(sigma2: torch.Tensor, w: torch.Tensor) -> None:
     """The compiled op's value checks, for the pure-PyTorch fallback (same messages)."""
     for k, (s, v) in enumerate(zip(sigma2.tolist(), w.tolist())):
         if not (s > 0 and math.isfinite(s)):
-            raise ValueError(f"sim2real_fast::mmd: squared bandwidths must be positive and finite, got sigma2[{k}] = {s}")
+            raise ValueError(f"{_OP}: squared bandwidths must be positive and finite, got sigma2[{k}] = {s}")
         if not (v >= 0 and math.isfinite(v)):
-            raise ValueError(f"sim2real_fast::mmd: kernel weights must be finite and non-negative, got weights[{k}] = {v}")
+            raise ValueError(f"{_OP}: kernel weights must be finite and non-negative, got weights[{k}] = {v}")
 
 
 def mmd(
@@ -142,14 +142,14 @@ def mmd(
     requires grad, one pass computes the value and the gradients (kept until backward, which scales
     them); otherwise only the value is computed.
     """
-    x, y = _checks.feature_pair(_OP, x, y)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"{_OP}: estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    need = {"unbiased": 2, "biased": 1, "linear": 2}[estimator]
-    _checks.min_samples(_OP, x, y, need, f"the {estimator} estimator")
-    if not _extension.HAS_EXTENSION:
+    x, y = _checks.tensors(_OP, x, y)
+    _checks.feature_pair(_OP, x, y)  # the bandwidth heuristics look at x and y before the op does
+    if not _extension.HAS_EXTENSION:  # the op's checks, then the reference
         from ..reference import mmd as reference_mmd
 
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"{_OP}: estimator must be 'unbiased', 'biased' or 'linear', got {estimator!r}")
+        _checks.min_samples(_OP, x, y, {"unbiased": 2, "biased": 1, "linear": 2}[estimator], f"the {estimator} estimator")
         _check_kernel_values(*resolve_kernels(x, y, bandwidth, kernel_scales, weights))
         return reference_mmd(x, y, estimator=estimator, bandwidth=bandwidth, kernel_scales=kernel_scales, weights=weights)
     sigma2, w = resolve_kernels(x, y, bandwidth, kernel_scales, weights)
