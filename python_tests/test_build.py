@@ -52,3 +52,30 @@ def test_reference_fallback_without_the_compiled_library():
         "assert torch.equal(s.grad_reverse(x, 0.5), x)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(__file__))
+
+
+_GENERIC_CPU_PROBE = """
+import torch, sim2real_fast as s2r
+from sim2real_fast import reference
+g = torch.Generator().manual_seed(0)
+x, y = torch.randn(700, 5, generator=g, dtype=torch.float64), torch.randn(600, 5, generator=g, dtype=torch.float64) + 0.3
+for est in ("unbiased", "biased"):
+    torch.testing.assert_close(s2r.mmd(x.float(), y.float(), estimator=est), reference.mmd(x, y, estimator=est).float(), rtol=2e-4, atol=1e-6)
+    a = x.clone().requires_grad_()
+    torch.testing.assert_close(torch.autograd.grad(s2r.mmd(a, y, estimator=est), a)[0],
+                               torch.autograd.grad(reference.mmd(a, y, estimator=est), a)[0])
+offsets, cell = torch.tensor([0, 3, 7]), torch.tensor([0, 1, 1, 2, 0, 2, 13])
+energy = torch.rand(7, generator=g) * 10
+for dtype in (torch.float32, torch.float64):
+    e = energy.to(dtype)
+    torch.testing.assert_close(s2r.hits_to_image(offsets, cell, e, n_cells=17, normalize="log1p"),
+                               reference.hits_to_image(offsets, cell, e, n_cells=17, normalize="log1p"))
+print("ok")
+"""
+
+
+def test_generic_cpu_code_matches_the_reference():
+    """ATEN_CPU_CAPABILITY=default runs the vectorised loops built for any CPU (not AVX2): same answers."""
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
+    probe = subprocess.run([sys.executable, "-I", "-c", _GENERIC_CPU_PROBE], capture_output=True, text=True, env=env)
+    assert probe.returncode == 0 and probe.stdout.strip() == "ok", probe.stderr[-2000:]
