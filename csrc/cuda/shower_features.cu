@@ -73,10 +73,10 @@ __global__ void forward_kernel(const T* __restrict__ images, int n_cells, int n_
   int best_cell = INT_MAX;  // every cell is in a layer, so every event sets it
   for (int l = warp; l < n_layers; l += warps) {
     LayerSums sums;
-    for (int i = offsets.v[l] + lane; i < offsets.v[l + 1]; i += kWarp) {
+    for (int64_t i = offsets.v[l] + lane; i < offsets.v[l + 1]; i += kWarp) {  // 64-bit: no overflow near 2^31
       const T v = image[i];
-      sums.add(v, coords[2 * int64_t{i}], coords[2 * int64_t{i} + 1], v > threshold);
-      keep_max(best, best_cell, v, i);
+      sums.add(v, coords[2 * i], coords[2 * i + 1], v > threshold);
+      keep_max(best, best_cell, v, static_cast<int>(i));
     }
     sums.e = warp_sum(sums.e);
     sums.sx = warp_sum(sums.sx);
@@ -129,8 +129,8 @@ __global__ void backward_kernel(const T* __restrict__ grad_layer, const T* __res
   for (int l = 0; l < n_layers; ++l) {
     const int64_t row = (event * n_layers + l) * kLayerStats;
     const LayerGradient layer_grad(layer_stats + row, grad_layer + row, event_grad.base);
-    for (int i = offsets.v[l] + threadIdx.x; i < offsets.v[l + 1]; i += blockDim.x) {
-      const double g = layer_grad.at(coords[2 * int64_t{i}], coords[2 * int64_t{i} + 1]);
+    for (int64_t i = offsets.v[l] + threadIdx.x; i < offsets.v[l + 1]; i += blockDim.x) {
+      const double g = layer_grad.at(coords[2 * i], coords[2 * i + 1]);
       out[i] = static_cast<T>(i == peak_cell ? g + event_grad.peak : g);
     }
   }
