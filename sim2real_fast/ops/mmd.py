@@ -138,6 +138,9 @@ def mmd(
       ``(x_2l, x_2l+1, y_2l, y_2l+1)``: ``mean_l k(x,x') + k(y,y') - k(x,y') - k(x',y)``.
 
     n != m is allowed. Float16/bfloat16 inputs are computed in float32. NaN in x or y gives NaN.
+    Squared bandwidths must be positive and finite and weights finite and non-negative (ValueError
+    otherwise). Second derivatives (``create_graph=True``) raise NotImplementedError; use
+    :func:`sim2real_fast.reference.mmd` for them.
     The compiled kernels are tiled: no n x m matrix is formed, memory is O((n + m) d). When x or y
     requires grad, one pass computes the value and the gradients (kept until backward, which scales
     them); otherwise only the value is computed.
