@@ -1,6 +1,7 @@
 // CPU loops that need ATen's vector types (at::vec::Vectorized: Sleef exp and log1p, which keep
-// NaN, unlike -ffast-math). They are compiled once per instruction set (simd_default.cpp, and
-// simd_avx2.cpp with -mavx2 -mfma) and picked at run time by simd().
+// NaN, unlike -ffast-math). They are compiled once per instruction set (simd_default.cpp,
+// simd_avx2.cpp with -mavx2 -mfma, simd_avx512.cpp with AVX-512 F/BW/VL/DQ) and picked at run time
+// by simd().
 #pragma once
 
 #include <c10/core/ScalarType.h>
@@ -38,8 +39,10 @@ struct Simd {
 
 extern const Simd kSimdDefault;
 extern const Simd kSimdAvx2;
+extern const Simd kSimdAvx512;
 
-// The functions for this CPU: AVX2 + FMA where available.
+// The functions for this CPU: the widest of AVX-512, AVX2 + FMA and the generic build that it has,
+// capped by ATEN_CPU_CAPABILITY (default, avx2, avx512) as ATen's own kernels are.
 const Simd& simd();
 
 }  // namespace sim2real_fast::cpu

@@ -9,23 +9,25 @@ namespace sim2real_fast::cpu {
 
 namespace {
 
-// AVX2 + FMA where the CPU has them, unless ATEN_CPU_CAPABILITY=default asks for the generic code
-// (the variable ATen reads to pick its own kernels).
-bool use_avx2() {
+const Simd& select() {
 #if defined(__x86_64__) || defined(_M_X64)
-  const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
-  if (capability != nullptr && std::string_view(capability) == "default") return false;
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
+  const char* env = std::getenv("ATEN_CPU_CAPABILITY");
+  const std::string_view cap = env == nullptr ? "" : env;
+  if (cap == "default") return kSimdDefault;
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (avx512 && cap != "avx2") return kSimdAvx512;
+  if (avx2) return kSimdAvx2;
 #endif
+  return kSimdDefault;
 }
 
 }  // namespace
 
 const Simd& simd() {
-  static const bool avx2 = use_avx2();
-  return avx2 ? kSimdAvx2 : kSimdDefault;
+  static const Simd& chosen = select();
+  return chosen;
 }
 
 }  // namespace sim2real_fast::cpu
