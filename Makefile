@@ -1,14 +1,17 @@
 # sim2real_fast developer entry points.
 #   make test                    venv + torch + build tools, build the extension, run the tests
+#                                (not the ones marked slow; TESTS=... narrows them to some files)
 #   make test TORCH=torch==2.14.1 S2R_CUDA=ON   the same with a CUDA build of torch and the CUDA kernels
 #   make run                     venv + build, then the main job: sim2real run (RUN_ARGS=... for its options)
-#   make bench                   benchmarks against the reference and the peers -> benchmarks/RESULTS.md
+#   make bench                   the slow tests, then the benchmarks against the reference and the
+#                                peers -> benchmarks/RESULTS.md
 PYTHON   ?= python3
 VENV     ?= .venv
 TORCH    ?= torch==2.13.0
 S2R_CUDA ?= AUTO
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda /usr/local/cuda-13.0))
 PYTEST_ARGS ?=
+TESTS ?= python_tests
 
 BIN       := $(VENV)/bin
 BUILD_DIR := build/$(notdir $(VENV))
@@ -36,7 +39,7 @@ install: $(BIN)/python
 	$(BIN)/python -I -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
 
 test: install
-	$(BIN)/pytest python_tests $(PYTEST_ARGS)
+	$(BIN)/pytest $(TESTS) -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 run: install
 	$(BIN)/sim2real run $(RUN_ARGS)
@@ -48,6 +51,7 @@ PEERS := pytorch-adapt==0.0.83 pytorch-metric-learning==1.6.3 torchmetrics==0.9.
 bench: install
 	$(BIN)/python -m pip install -q "pytest-benchmark>=4" scipy tqdm "setuptools<81"
 	$(BIN)/python -m pip install -q --no-deps $(PEERS)
+	$(BIN)/pytest python_tests -m slow --durations=15 $(PYTEST_ARGS)
 	$(BIN)/python benchmarks/run.py --out benchmarks/RESULTS.md
 
 clean:

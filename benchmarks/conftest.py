@@ -147,9 +147,34 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "version": sim2real_fast.__version__,
         "build_info": sim2real_fast.build_info(),
         "peers": peers.versions(),
+        "load_average_start": os.getloadavg()[0],
+        "other_busy_processes": _busy_processes(),
     }
+
+
+def _busy_processes() -> int:
+    """Processes of other programs using more than half a core over one second (from /proc)."""
+
+    def cpu_ticks() -> dict[int, int]:
+        ticks = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks
+
+    import time
+
+    before = cpu_ticks()
+    time.sleep(1.0)
+    after = cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    return sum(1 for pid, t in after.items() if pid != os.getpid() and t - before.get(pid, t) > hz // 2)
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["pytest_args"] = list(config.invocation_params.args)
+    output_json["load_average_end"] = os.getloadavg()[0]
     output_json.update(_OUTCOMES)

@@ -19,7 +19,7 @@ SEED = 0
 ALPHA = 0.5
 SHAPE = (8192, 8192)  # 64M elements, 256 MiB
 IMPLEMENTATIONS = ["ours", "reference", "pytorch-adapt"]
-DEVICES = [pytest.param("cpu", 5, id="cpu"), pytest.param("cuda", 20, id="cuda")]  # device, rounds
+DEVICES = [pytest.param("cpu", 20, id="cpu"), pytest.param("cuda", 20, id="cuda")]  # device, rounds
 
 
 @functools.cache

@@ -7,12 +7,14 @@ TORCH_LIBRARY(sim2real_fast, m) {
   // k(a, b) = sum_k weights[k] exp(-||a - b||^2 / (2 sigma2[k])), estimator in
   // {"unbiased", "biased", "linear"}. Returns a 0-dim tensor.
   m.def("mmd(Tensor x, Tensor y, Tensor sigma2, Tensor weights, str estimator) -> Tensor");
+  // sigma2 must be positive and finite, weights finite and non-negative.
   // (mmd, d(mmd)/dx, d(mmd)/dy) in one pass: what the autograd path runs when x or y needs grad.
-  m.def("_mmd_with_grad(Tensor x, Tensor y, Tensor sigma2, Tensor weights, str estimator) "
-        "-> (Tensor, Tensor, Tensor)");
-  // grad * d(mmd)/dx, grad * d(mmd)/dy; sigma2 and weights are constants.
+  // A gradient not asked for (grad_x / grad_y false) is not computed: an empty (0,) tensor.
+  m.def("_mmd_with_grad(Tensor x, Tensor y, Tensor sigma2, Tensor weights, str estimator, "
+        "bool grad_x=True, bool grad_y=True) -> (Tensor, Tensor, Tensor)");
+  // grad * d(mmd)/dx, grad * d(mmd)/dy (empty where not asked for); sigma2 and weights are constants.
   m.def("_mmd_backward(Tensor grad, Tensor x, Tensor y, Tensor sigma2, Tensor weights, "
-        "str estimator) -> (Tensor, Tensor)");
+        "str estimator, bool grad_x=True, bool grad_y=True) -> (Tensor, Tensor)");
   // Deep CORAL: (||C_x - C_y||_F^2 / (4 d^2), C_x - C_y), covariances normalised by n - 1.
   m.def("coral(Tensor x, Tensor y) -> (Tensor, Tensor)");
   // Given g = dL/d(C_x - C_y) (d, d), symmetric: (2/(n-1) (x - mean_x) g, -2/(m-1) (y - mean_y) g).
@@ -26,8 +28,6 @@ TORCH_LIBRARY(sim2real_fast, m) {
   m.def("_hits_to_image_backward(Tensor grad, Tensor offsets, Tensor cell, Tensor energy, int n_cells, "
         "Tensor? calibration, Tensor? dead, float threshold, str normalize, Tensor? incident_energy) "
         "-> Tensor");
-  // Gradient reversal: a copy of x forward, -alpha * grad backward (any device).
-  m.def("grad_reverse(Tensor x, float alpha) -> Tensor");
   // CaloChallenge-style shower features of images (N, n_cells), layer l owning cells
   // [layer_offsets[l], layer_offsets[l + 1]), cell coordinates coords (n_cells, 2) = (x, y).
   // Returns layer_stats (N, L, 6) = [energy, centroid_x, centroid_y, width_x, width_y, sparsity],

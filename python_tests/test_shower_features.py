@@ -205,6 +205,23 @@ def test_max_fraction_gradient_goes_to_the_first_maximal_cell():
     assert grad[300].item() == pytest.approx(-2.0 / total**2)
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["nan-first", "nan-later"])
+def test_max_cell_with_nan_matches_the_reference(device, dtype, first):
+    """NaN counts as the largest value (the first NaN cell, as torch.argmax) on every path: CPU, CUDA
+    and the reference give the same max_cell, and max_fraction is NaN."""
+    images = _showers(4, "calogan", dtype, device)
+    images[1, 0 if first else 300] = float("nan")
+    images[1, 401] = float("nan")
+    images[2, 7] = float("nan")
+    offsets, coords = _op_inputs("calogan", images)
+    _, event_stats, max_cell = torch.ops.sim2real_fast.shower_features(images, offsets, coords, 0.0)
+    _, ref_event_stats, ref_max_cell = reference.shower_features(images, offsets, coords, 0.0)
+    assert max_cell.tolist() == ref_max_cell.tolist()
+    assert max_cell[1] == (0 if first else 300) and max_cell[2] == 7
+    assert torch.isnan(event_stats[1:3, 1]).all() and torch.isnan(ref_event_stats[1:3, 1]).all()
+    torch.testing.assert_close(event_stats[[0, 3]], ref_event_stats[[0, 3]], **tolerances(dtype))
+
+
 def test_half_precision_is_computed_in_float32():
     images = _showers(4, "calogan", torch.float32, "cpu")
     f = s2r.shower_features(images.half(), "calogan")
@@ -276,25 +293,27 @@ def test_bad_geometry_and_threshold():
         s2r.shower_features(torch.rand(2, 504), "calogan", threshold="0")
 
 
-def test_op_checks_its_arguments():
-    images = torch.rand(2, 504)
+def test_op_checks_its_arguments(device):
+    """Bad input is an error on every device (on CUDA a bad max_cell is flagged by the kernel and
+    raised by the host, never a device assert)."""
+    images = torch.rand(2, 504, device=device)
     offsets, coords = _op_inputs("calogan", images)
     op = torch.ops.sim2real_fast.shower_features
-    with pytest.raises(RuntimeError, match="layer_offsets must end at n_cells = 504"):
+    with pytest.raises(ValueError, match="layer_offsets must end at n_cells = 504"):
         op(images, [0, 288, 432, 500], coords, 0.0)
-    with pytest.raises(RuntimeError, match="layer_offsets must be non-decreasing"):
+    with pytest.raises(ValueError, match="layer_offsets must be non-decreasing"):
         op(images, [0, 432, 288, 504], coords, 0.0)
-    with pytest.raises(RuntimeError, match="coords must have the dtype of images"):
+    with pytest.raises(TypeError, match="coords must have the dtype of images"):
         op(images, offsets, coords.double(), 0.0)
-    with pytest.raises(RuntimeError, match=r"coords must be \(n_cells, 2\)"):
+    with pytest.raises(ValueError, match=r"coords must be \(n_cells, 2\)"):
         op(images, offsets, coords[:10], 0.0)
-    with pytest.raises(RuntimeError, match="images must be float32 or float64"):
+    with pytest.raises(TypeError, match="images must be a floating-point tensor"):
         op(images.half(), offsets, coords.half(), 0.0)
     layer_stats, event_stats, max_cell = op(images, offsets, coords, 0.0)
     backward = torch.ops.sim2real_fast._shower_features_backward
-    with pytest.raises(RuntimeError, match="max_cell.* is out of range"):
+    with pytest.raises(IndexError, match="max_cell.* is out of range"):
         backward(layer_stats, event_stats, images, offsets, coords, layer_stats, event_stats, max_cell + 504)
-    with pytest.raises(RuntimeError, match="grad_event_stats must have shape"):
+    with pytest.raises(ValueError, match="grad_event_stats must have shape"):
         backward(layer_stats, event_stats[:1], images, offsets, coords, layer_stats, event_stats, max_cell)
 
 

@@ -13,16 +13,15 @@
 namespace sim2real_fast::coral {
 namespace {
 
-constexpr const char* kOp = "sim2real_fast::coral";
+constexpr const char* kOp = "sim2real_fast.coral";
 // Rows per chunk: about 4 Mi elements of scratch (16 MiB in float32), at least 64 rows.
 constexpr int64_t kChunkElements = int64_t{1} << 22;
 
 void check_inputs(const at::Tensor& x, const at::Tensor& y) {
   check_feature_pair(kOp, x, y);
-  TORCH_CHECK(x.size(1) >= 1, kOp, ": needs at least one feature (d >= 1), got x ", x.sizes());
-  TORCH_CHECK(x.size(0) >= 2 && y.size(0) >= 2, kOp,
-              ": covariances need at least 2 samples in x and in y, got n=", x.size(0),
-              ", m=", y.size(0));
+  TORCH_CHECK_VALUE(x.size(1) >= 1, kOp, ": x and y must have at least one feature (d >= 1), got x ", x.sizes());
+  TORCH_CHECK_VALUE(x.size(0) >= 2 && y.size(0) >= 2, kOp,
+                    ": a covariance needs at least 2 samples in x and in y, got n=", x.size(0), ", m=", y.size(0));
 }
 
 // Calls fn(start, rows, centred_scaled_chunk) over row chunks of `src`.
@@ -74,11 +73,11 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& g_in, const at::Te
   const c10::DeviceGuard device_guard(x_in.device());
   check_inputs(x_in, y_in);
   const int64_t d = x_in.size(1);
-  TORCH_CHECK(g_in.dim() == 2 && g_in.size(0) == d && g_in.size(1) == d, "sim2real_fast::_coral_backward",
-              ": g must be (d, d) = (", d, ", ", d, "), got ", g_in.sizes());
-  TORCH_CHECK(g_in.scalar_type() == x_in.scalar_type() && g_in.device() == x_in.device(),
-              "sim2real_fast::_coral_backward: g must be ", x_in.scalar_type(), " on ",
-              x_in.device(), ", got ", g_in.scalar_type(), " on ", g_in.device());
+  TORCH_CHECK_VALUE(g_in.dim() == 2 && g_in.size(0) == d && g_in.size(1) == d, "sim2real_fast._coral_backward",
+                    ": g must be (d, d) = (", d, ", ", d, "), got ", g_in.sizes());
+  TORCH_CHECK_TYPE(g_in.scalar_type() == x_in.scalar_type() && g_in.device() == x_in.device(),
+                   "sim2real_fast._coral_backward: g must be ", x_in.scalar_type(), " on ", x_in.device(), ", got ",
+                   g_in.scalar_type(), " on ", g_in.device());
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous(), g = g_in.contiguous();
   at::Tensor gx = at::empty_like(x), gy = at::empty_like(y);
   // Centring of x feeds the covariance only, and (x - mean) G has zero column means already,

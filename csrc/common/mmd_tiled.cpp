@@ -1,49 +1,84 @@
-// Device-generic driver of the tiled multi-kernel MMD (see sim2real_fast/mmd.h).
+// Device-generic part of the multi-kernel MMD (see sim2real_fast/mmd.h): argument and value
+// checks, estimator coefficients, and the final combination of the pair sums.
 #include "sim2real_fast/mmd.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/DeviceGuard.h>
 
 #include <algorithm>
 
 #include "sim2real_fast/checks.h"
+#include "sim2real_fast/mmd_math.h"
 
 namespace sim2real_fast::mmd {
 
 namespace {
 
-constexpr const char* kOp = "sim2real_fast::mmd";
+constexpr const char* kOp = "sim2real_fast.mmd";
 
 struct Problem {
-  at::Tensor x, y;  // contiguous (n, d), (m, d)
-  at::Tensor c, w;  // (K,) exponent coefficients -1 / (2 sigma2) and weights
+  at::Tensor x, y;  // contiguous, detached (n, d), (m, d)
+  at::Tensor c, w;  // (K,) exponent coefficients -1 / (2 sigma2) and weights, widest kernel first
+  bool doubling;    // c[q] == 2 c[q - 1] exactly (see mmd_math.h)
   Estimator estimator;
   int64_t n, m;
 };
 
+// The kernels, widest first (c closest to 0), and whether their coefficients double exactly from
+// one to the next. Computed on the host (the K values were read for the checks anyway; division
+// is correctly rounded on both devices) and copied to x's device.
+std::tuple<at::Tensor, at::Tensor, bool> ordered_kernels(const at::Tensor& sigma2, const at::Tensor& weights,
+                                                         const at::Tensor& x) {
+  const at::Tensor c_host = (-0.5 / sigma2.detach().to(at::kCPU)).contiguous();
+  const at::Tensor order = std::get<1>(c_host.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  const at::Tensor c_sorted = c_host.index_select(0, order).contiguous();
+  bool doubling = false;
+  AT_DISPATCH_FLOATING_TYPES(c_sorted.scalar_type(), "mmd_kernels", [&] {
+    doubling = math::doubling_chain(c_sorted.const_data_ptr<scalar_t>(), static_cast<int>(c_sorted.numel()));
+  });
+  return {c_sorted.to(x.device()), weights.detach().index_select(0, order.to(weights.device())).contiguous(),
+          doubling};
+}
+
+// Squared bandwidths must be positive and finite, weights finite and non-negative: anything else
+// would give a silently wrong (or NaN) loss. Reads the K values (one synchronisation on CUDA).
+void check_kernel_values(const at::Tensor& sigma2, const at::Tensor& weights) {
+  const at::Tensor s = sigma2.detach().to(at::kCPU, at::kDouble);
+  const at::Tensor w = weights.detach().to(at::kCPU, at::kDouble);
+  const double* sp = s.const_data_ptr<double>();
+  const double* wp = w.const_data_ptr<double>();
+  for (int64_t k = 0; k < s.numel(); ++k) {
+    TORCH_CHECK_VALUE(sp[k] > 0 && std::isfinite(sp[k]), kOp,
+                      ": squared bandwidths must be positive and finite, got sigma2[", k, "] = ", sp[k]);
+    TORCH_CHECK_VALUE(wp[k] >= 0 && std::isfinite(wp[k]), kOp,
+                      ": kernel weights must be finite and non-negative, got weights[", k, "] = ", wp[k]);
+  }
+}
+
 Problem prepare(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
                 const at::Tensor& weights, c10::string_view estimator) {
   check_feature_pair(kOp, x, y);
-  TORCH_CHECK(sigma2.dim() == 1 && sigma2.size(0) >= 1, kOp,
-              ": sigma2 must be 1-D with at least one squared bandwidth, got shape ", sigma2.sizes());
+  TORCH_CHECK_VALUE(sigma2.dim() == 1 && sigma2.size(0) >= 1, kOp,
+                    ": sigma2 must be 1-D with at least one squared bandwidth, got shape ", sigma2.sizes());
   check_vector(kOp, "sigma2", sigma2, sigma2.size(0), x);
   check_vector(kOp, "weights", weights, sigma2.size(0), x);
-  Problem p{x.contiguous(), y.contiguous(), (-0.5 / sigma2).contiguous(), weights.contiguous(),
-            parse_estimator(estimator), x.size(0), y.size(0)};
-  if (p.estimator == Estimator::kUnbiased) {
-    TORCH_CHECK(p.n >= 2 && p.m >= 2, kOp,
-                ": the unbiased estimator needs at least 2 samples in x and in y, got n=", p.n,
-                ", m=", p.m);
-  } else if (p.estimator == Estimator::kBiased) {
-    TORCH_CHECK(p.n >= 1 && p.m >= 1, kOp,
-                ": the biased estimator needs at least 1 sample in x and in y, got n=", p.n,
-                ", m=", p.m);
+  const Estimator est = parse_estimator(estimator);
+  const int64_t n = x.size(0), m = y.size(0);
+  if (est == Estimator::kUnbiased) {
+    TORCH_CHECK_VALUE(n >= 2 && m >= 2, kOp,
+                      ": the unbiased estimator needs at least 2 samples in x and in y, got n=", n, ", m=", m);
+  } else if (est == Estimator::kBiased) {
+    TORCH_CHECK_VALUE(n >= 1 && m >= 1, kOp,
+                      ": the biased estimator needs at least 1 samples in x and in y, got n=", n, ", m=", m);
   } else {
-    TORCH_CHECK(std::min(p.n, p.m) >= 2, kOp,
-                ": the linear estimator needs min(n, m) >= 2, got n=", p.n, ", m=", p.m);
+    TORCH_CHECK_VALUE(std::min(n, m) >= 2, kOp,
+                      ": the linear estimator needs at least 2 samples in x and in y, got n=", n, ", m=", m);
   }
-  return p;
+  check_kernel_values(sigma2, weights);
+  auto [c, w, doubling] = ordered_kernels(sigma2, weights, x);
+  return {x.detach().contiguous(), y.detach().contiguous(), c, w, doubling, est, n, m};
 }
 
 // Weights of the three pair sums in MMD^2 = a_xx S_xx + a_yy S_yy - 2 a_xy S_xy, where S_xx sums
@@ -58,93 +93,55 @@ Coefficients coefficients(const Problem& p) {
   return {1.0 / (n * n), 1.0 / (m * m), 1.0 / (n * m)};
 }
 
-// Rows [start, start + rows) of `src`, minus `mean`, written into a scratch buffer, plus their
-// squared norms. Returns (block (rows, d), norms (rows,)).
-std::tuple<at::Tensor, at::Tensor> centred_block(const at::Tensor& src, int64_t start, int64_t rows,
-                                                 const at::Tensor& mean, at::Tensor& scratch) {
-  const int64_t d = src.size(1);
-  at::Tensor block = scratch.narrow(0, 0, rows * d).view({rows, d});
-  at::sub_out(block, src.narrow(0, start, rows), mean);
-  at::Tensor norms = block.square().sum(1);
-  return {block, norms};
-}
-
-// Visits every block of the pair matrix a x b; `within` means a == b and only blocks on and above
-// the diagonal are visited (their diagonal blocks are strict_upper). fn(i0, A, na, j0, B, nb, dot,
-// strict_upper) receives centred blocks and their dot products A B^T.
-template <typename Fn>
-void for_each_block(const at::Tensor& a, const at::Tensor& b, bool within, const at::Tensor& mean,
-                    int64_t tile, Fn&& fn) {
-  const int64_t na_rows = a.size(0), nb_rows = b.size(0), d = a.size(1);
-  const int64_t ta = std::min(tile, na_rows), tb = std::min(tile, nb_rows);
-  at::Tensor scratch_a = at::empty({std::max<int64_t>(ta * d, 1)}, a.options());
-  at::Tensor scratch_b = at::empty({std::max<int64_t>(tb * d, 1)}, a.options());
-  at::Tensor scratch_dot = at::empty({ta * tb}, a.options());
-  for (int64_t i0 = 0; i0 < na_rows; i0 += ta) {
-    const int64_t ri = std::min(ta, na_rows - i0);
-    auto [A, norm_a] = centred_block(a, i0, ri, mean, scratch_a);
-    for (int64_t j0 = within ? i0 : 0; j0 < nb_rows; j0 += tb) {
-      const int64_t rj = std::min(tb, nb_rows - j0);
-      const bool diagonal = within && j0 == i0;
-      at::Tensor B = A, norm_b = norm_a;
-      if (!diagonal) std::tie(B, norm_b) = centred_block(b, j0, rj, mean, scratch_b);
-      at::Tensor dot = scratch_dot.narrow(0, 0, ri * rj).view({ri, rj});
-      at::mm_out(dot, A, B.t());
-      fn(i0, A, norm_a, j0, B, norm_b, dot, diagonal);
-    }
-  }
-}
-
-at::Tensor pooled_mean(const Problem& p) {
-  return (p.x.sum(0) + p.y.sum(0)).div_(static_cast<double>(p.n + p.m));
-}
-
 int64_t linear_pairs(const Problem& p) { return std::min(p.n, p.m) / 2; }
 
-// One pass of the estimator: acc (float64 (3,)) gets the pair sums when mode.sum; gx and gy
-// (zero-initialised) get the gradients of MMD^2 when mode.grad.
-void run_pass(const Problem& p, const Backend& backend, Mode mode, at::Tensor& acc, at::Tensor& gx,
-              at::Tensor& gy) {
+// Runs the estimator's pass: pair sums into a float64 (3,) tensor when mode.sum, gradients into
+// fresh zero tensors where grad_x / grad_y.
+Pass run_pass(const Problem& p, const Backend& backend, Mode mode, bool grad_x, bool grad_y) {
+  Pass pass;
+  pass.x = p.x;
+  pass.y = p.y;
+  pass.c = p.c;
+  pass.w = p.w;
+  pass.doubling = p.doubling;
+  pass.mode = mode;
+  pass.grad_x = mode.grad && grad_x;
+  pass.grad_y = mode.grad && grad_y;
+  pass.acc = at::zeros({3}, p.x.options().dtype(at::kDouble));
+  if (pass.grad_x) pass.gx = at::zeros_like(p.x);
+  if (pass.grad_y) pass.gy = at::zeros_like(p.y);
   if (p.estimator == Estimator::kLinear) {
-    backend.linear(p.x, p.y, p.c, p.w, linear_pairs(p), mode,
-                   1.0 / static_cast<double>(linear_pairs(p)), acc, gx, gy);
-    return;
+    pass.scale[0] = 1.0 / static_cast<double>(linear_pairs(p));
+    backend.linear(pass, linear_pairs(p));
+    return pass;
   }
-  const at::Tensor mean = pooled_mean(p);
+  pass.mean = (p.x.sum(0) + p.y.sum(0)).div_(static_cast<double>(p.n + p.m));
+  // C_ij = scale * dk/dd(d_ij); within a domain each visited (unordered) pair stands for two.
   const Coefficients a = coefficients(p);
-  // With C_ij = scale * dk/dd(d_ij) and d_ij = ||a_i - b_j||^2, the pair's gradient is
-  // 2 C_ij (a_i - b_j) for a_i and 2 C_ij (b_j - a_i) for b_j; the 2 is folded into the scale.
-  auto visit = [&](int64_t slot, at::Tensor& ga, at::Tensor& gb, double scale) {
-    return [&, slot, scale](int64_t i0, const at::Tensor& A, const at::Tensor& na, int64_t j0,
-                            const at::Tensor& B, const at::Tensor& nb, at::Tensor& dot,
-                            bool strict_upper) {
-      backend.tile(dot, na, nb, p.c, p.w, strict_upper, mode, scale, acc, slot);
-      if (!mode.grad) return;
-      at::Tensor ga_rows = ga.narrow(0, i0, A.size(0));
-      ga_rows.addcmul_(dot.sum({1}, true), A).addmm_(dot, B, 1.0, -1.0);
-      at::Tensor gb_rows = gb.narrow(0, j0, B.size(0));
-      gb_rows.addcmul_(dot.sum({0}).unsqueeze(1), B).addmm_(dot.t(), A, 1.0, -1.0);
-    };
-  };
-  // Within a domain only unordered pairs are visited; each stands for two ordered pairs: 2 * 2 a_xx.
-  for_each_block(p.x, p.x, /*within=*/true, mean, backend.tile_rows, visit(0, gx, gx, 4.0 * a.xx));
-  for_each_block(p.y, p.y, /*within=*/true, mean, backend.tile_rows, visit(1, gy, gy, 4.0 * a.yy));
-  for_each_block(p.x, p.y, /*within=*/false, mean, backend.tile_rows, visit(2, gx, gy, -4.0 * a.xy));
+  pass.scale[kXX] = 4.0 * a.xx;
+  pass.scale[kYY] = 4.0 * a.yy;
+  pass.scale[kXY] = -4.0 * a.xy;
+  if (mode.sum || pass.grad_x || pass.grad_y) backend.quadratic(pass);
+  return pass;
 }
 
-// MMD^2 in the input dtype from the pair sums of run_pass.
+// MMD^2 in the input dtype from the pair sums.
 at::Tensor combine(const Problem& p, const at::Tensor& acc) {
   if (p.estimator == Estimator::kLinear) {
     return acc[0].div(static_cast<double>(linear_pairs(p))).to(p.x.scalar_type());
   }
   const Coefficients a = coefficients(p);
   // acc holds sums over unordered within-domain pairs: ordered sums are twice that.
-  at::Tensor result = acc[0] * (2.0 * a.xx) + acc[1] * (2.0 * a.yy) - acc[2] * (2.0 * a.xy);
+  at::Tensor result = acc[kXX] * (2.0 * a.xx) + acc[kYY] * (2.0 * a.yy) - acc[kXY] * (2.0 * a.xy);
   if (p.estimator == Estimator::kBiased) {
     // The diagonal pairs (d = 0) contribute k(a, a) = sum_k w_k to each within-domain sum.
     result = result + p.w.to(at::kDouble).sum() * (p.n * a.xx + p.m * a.yy);
   }
   return result.to(p.x.scalar_type());
+}
+
+at::Tensor or_empty(const at::Tensor& t, const at::Tensor& like) {
+  return t.defined() ? t : at::empty({0}, like.options());
 }
 
 }  // namespace
@@ -162,37 +159,32 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& s
   const at::NoGradGuard no_grad;
   const c10::DeviceGuard device_guard(x.device());
   const Problem p = prepare(x, y, sigma2, weights, estimator);
-  at::Tensor acc = at::zeros({3}, p.x.options().dtype(at::kDouble));
-  at::Tensor no_gx, no_gy;
-  run_pass(p, backend, Mode{true, false}, acc, no_gx, no_gy);
-  return combine(p, acc);
+  const Pass pass = run_pass(p, backend, Mode{true, false}, false, false);
+  return combine(p, pass.acc);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_with_grad(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2, const at::Tensor& weights,
-    c10::string_view estimator, const Backend& backend) {
+    c10::string_view estimator, bool grad_x, bool grad_y, const Backend& backend) {
   const at::NoGradGuard no_grad;
   const c10::DeviceGuard device_guard(x.device());
   const Problem p = prepare(x, y, sigma2, weights, estimator);
-  at::Tensor acc = at::zeros({3}, p.x.options().dtype(at::kDouble));
-  at::Tensor gx = at::zeros_like(p.x), gy = at::zeros_like(p.y);
-  run_pass(p, backend, Mode{true, true}, acc, gx, gy);
-  return {combine(p, acc), gx, gy};
+  const Pass pass = run_pass(p, backend, Mode{true, true}, grad_x, grad_y);
+  return {combine(p, pass.acc), or_empty(pass.gx, p.x), or_empty(pass.gy, p.y)};
 }
 
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x,
                                             const at::Tensor& y, const at::Tensor& sigma2,
                                             const at::Tensor& weights, c10::string_view estimator,
-                                            const Backend& backend) {
+                                            bool grad_x, bool grad_y, const Backend& backend) {
   const at::NoGradGuard no_grad;
   const c10::DeviceGuard device_guard(x.device());
   const Problem p = prepare(x, y, sigma2, weights, estimator);
-  check_scalar_grad("sim2real_fast::_mmd_backward", grad, p.x);
-  at::Tensor no_acc, gx = at::zeros_like(p.x), gy = at::zeros_like(p.y);
-  run_pass(p, backend, Mode{false, true}, no_acc, gx, gy);
-  gx.mul_(grad);
-  gy.mul_(grad);
-  return {gx, gy};
+  check_scalar_grad("sim2real_fast._mmd_backward", grad, p.x);
+  Pass pass = run_pass(p, backend, Mode{false, true}, grad_x, grad_y);
+  if (pass.gx.defined()) pass.gx.mul_(grad);
+  if (pass.gy.defined()) pass.gy.mul_(grad);
+  return {or_empty(pass.gx, p.x), or_empty(pass.gy, p.y)};
 }
 
 }  // namespace sim2real_fast::mmd

@@ -1,9 +1,10 @@
-// CPU (OpenMP) centring kernel of Deep CORAL and its CPU registration.
+// CPU centring kernel of Deep CORAL (rows shared out by at::parallel_for) and its CPU registration.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <omp.h>
 #include <torch/library.h>
+
+#include <algorithm>
 
 #include "sim2real_fast/coral.h"
 
@@ -12,13 +13,15 @@ namespace {
 
 template <typename T>
 void centre_impl(const T* src, const T* mean, T scale, int64_t rows, int64_t d, T* out) {
-#pragma omp parallel for num_threads(at::get_num_threads())
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* s = src + i * d;
-    T* o = out + i * d;
+  at::parallel_for(0, rows, std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(d, 1)),
+                   [&](int64_t first, int64_t last) {
+                     for (int64_t i = first; i < last; ++i) {
+                       const T* s = src + i * d;
+                       T* o = out + i * d;
 #pragma omp simd
-    for (int64_t f = 0; f < d; ++f) o[f] = (s[f] - mean[f]) * scale;
-  }
+                       for (int64_t f = 0; f < d; ++f) o[f] = (s[f] - mean[f]) * scale;
+                     }
+                   });
 }
 
 void centre(const at::Tensor& src, const at::Tensor& mean, double scale, at::Tensor& out) {

@@ -1,23 +1,22 @@
-// CPU (OpenMP) kernels of hits_to_image and its backward, and their CPU registration.
+// CPU kernels of hits_to_image and its backward, and their CPU registration. Element math:
+// sim2real_fast/hits_to_image_math.h; events are shared out by at::parallel_for (torch's pool).
 //
-// One event per loop iteration: its hits are summed into a thread-local row of n_cells (it stays
-// in L1/L2), the row is finalised (calibration, dead cells, threshold, normalisation) and stored
-// once into the output, and zeroed again on the way. Reading the hits and writing the images is
-// the whole memory traffic. A bad event is recorded (the smallest index wins) and skipped; the
-// error is raised after the loop, so nothing is ever written out of bounds.
+// One event per loop iteration: its hits are summed into a per-chunk row of n_cells (it stays
+// in L1/L2), the row is finalised (calibration, dead cells, threshold, normalisation; log1p by
+// Sleef on vector lanes, see simd.h) and stored once into the output, and zeroed again on the
+// way. Reading the hits and writing the images is the whole memory traffic. A bad event is
+// recorded (the smallest index wins) and skipped; the error is raised after the loop, so nothing
+// is ever written out of bounds.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros_like.h>
-#include <omp.h>
 #include <sys/mman.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <bit>
-#include <cmath>
+#include <atomic>
 #include <cstdint>
-#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -25,7 +24,9 @@
 #include <immintrin.h>
 #endif
 
+#include "simd.h"
 #include "sim2real_fast/hits_to_image.h"
+#include "sim2real_fast/hits_to_image_math.h"
 
 namespace sim2real_fast::hits {
 namespace {
@@ -37,45 +38,43 @@ struct Inputs {
   const int64_t* offsets;
   const C* cell;
   const E* energy;
-  const E* calibration;  // or nullptr
-  const bool* dead;      // or nullptr
-  const E* incident;     // or nullptr
+  const E* incident;  // or nullptr
+  math::Cells<E> cells;
   int64_t n_events, n_hits, n_cells;
-  E threshold;
 
   explicit Inputs(const Args& a)
       : offsets(a.offsets.const_data_ptr<int64_t>()),
         cell(a.cell.const_data_ptr<C>()),
         energy(a.energy.const_data_ptr<E>()),
-        calibration(a.calibration.defined() ? a.calibration.const_data_ptr<E>() : nullptr),
-        dead(a.dead.defined() ? a.dead.const_data_ptr<bool>() : nullptr),
         incident(a.incident.defined() ? a.incident.const_data_ptr<E>() : nullptr),
+        cells{a.calibration.defined() ? a.calibration.const_data_ptr<E>() : nullptr,
+              a.dead.defined() ? a.dead.const_data_ptr<bool>() : nullptr, static_cast<E>(a.threshold)},
         n_events(a.n_events),
         n_hits(a.n_hits),
-        n_cells(a.n_cells),
-        threshold(static_cast<E>(a.threshold)) {}
+        n_cells(a.n_cells) {}
+
+  bool masked() const { return cells.calibration != nullptr || cells.dead != nullptr; }
+  E incident_of(int64_t e) const { return incident ? incident[e] : E(1); }
 
   // Sums the hits of event e into row (zeroed, n_cells); false if the event is bad.
   bool accumulate(int64_t e, E* row) const {
     const int64_t begin = offsets[e], end = offsets[e + 1];
-    if (begin < 0 || end < begin || end > n_hits) return false;
+    if (!math::valid_offsets(begin, end, n_hits)) return false;
     for (int64_t h = begin; h < end; ++h) {
       const int64_t c = static_cast<int64_t>(cell[h]);
-      if (c < 0 || c >= n_cells) return false;
+      if (!math::valid_cell(c, n_cells)) return false;
       row[c] += energy[h];
     }
     return true;
   }
-
-  E calibrated(int64_t c, E sum) const { return calibration ? sum * calibration[c] : sum; }
-  // Whether cell c with calibrated energy v survives the dead mask and the threshold (NaN does).
-  bool kept(int64_t c, E v) const { return !(v < threshold) && !(dead && dead[c]); }
-  // Calibrated, masked and zero-suppressed energy of cell c whose hit sum is `sum`.
-  E cell_value(int64_t c, E sum) const {
-    const E v = calibrated(c, sum);
-    return kept(c, v) ? v : E(0);
-  }
 };
+
+// Lowers `first_bad` to `event` (the smallest bad event wins).
+void flag_bad(std::atomic<int64_t>& first_bad, int64_t event) {
+  int64_t seen = first_bad.load();
+  while (event < seen && !first_bad.compare_exchange_weak(seen, event)) {
+  }
+}
 
 // Fresh output buffers of many MiB are first touched here: with transparent huge pages in
 // "madvise" mode, asking for them cuts the page faults of that first touch about 500-fold.
@@ -114,79 +113,50 @@ void store_fence() {
 #endif
 }
 
-// log1p for float without calls or branches, so that a row's loop vectorises (this file is built
-// with -fno-trapping-math, which lets GCC turn the selects into blends): log(u) for u = 1 + x from
-// Cephes' logf polynomial on the mantissa in [sqrt(1/2), sqrt(2)), plus the rounding correction
-// (x - (u - 1)) / u. At most 1.5 ulp from the correctly rounded log1p (checked over every 97th float);
-// -1 -> -inf, below -1 or NaN -> NaN, +inf -> +inf, as std::log1p.
-inline float log1p_vectorisable(float x) {
-  const float u = 1.0f + x;
-  const int32_t bits = std::bit_cast<int32_t>(u);
-  int32_t k = ((bits >> 23) & 0xff) - 127;
-  float m = std::bit_cast<float>((bits & 0x007fffff) | 0x3f800000);  // u = m 2^k, m in [1, 2)
-  const bool high = m > 1.41421356f;
-  m = high ? 0.5f * m : m;
-  k = high ? k + 1 : k;
-  const float f = m - 1.0f, z = f * f, kf = static_cast<float>(k);
-  float p = 7.0376836292e-2f;
-  for (const float coefficient : {-1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
-                                  -1.6668057665e-1f, 2.0000714765e-1f, -2.4999993993e-1f, 3.3333331174e-1f}) {
-    p = p * f + coefficient;
-  }
-  float r = f + (f * z * p - 2.12194440e-4f * kf - 0.5f * z);
-  r += 0.693359375f * kf;
-  r += (x - (u - 1.0f)) / u;
-  constexpr float kInf = std::numeric_limits<float>::infinity();
-  r = x == kInf ? kInf : r;
-  r = x == -1.0f ? -kInf : r;
-  return x < -1.0f || x != x ? std::numeric_limits<float>::quiet_NaN() : r;
-}
-
 // Finalises one summed row in place. kMasked: calibration or dead cells are given; without them
 // the loops have no per-cell lookups and vectorise.
 template <Normalize kNorm, bool kMasked, typename E, typename C>
 void finalise_row(const Inputs<E, C>& in, int64_t e, E* row) {
-  const E threshold = in.threshold;
+  const E threshold = in.cells.threshold;
   auto value = [&](int64_t c) {
-    if constexpr (kMasked) return in.cell_value(c, row[c]);
+    if constexpr (kMasked) return in.cells.value(c, row[c]);
     const E v = row[c];
     return v < threshold ? E(0) : v;
   };
-  E scale = E(1);
+  E total = E(0);
   if constexpr (kNorm == Normalize::kSum) {
-    E total = E(0);
 #pragma omp simd reduction(+ : total)
     for (int64_t c = 0; c < in.n_cells; ++c) total += value(c);
-    if (total != E(0)) scale = E(1) / total;  // an all-zero image stays as it is
-  } else if constexpr (kNorm == Normalize::kIncident) {
-    scale = E(1) / in.incident[e];
   }
-  constexpr bool kLog1pHere = kNorm == Normalize::kLog1p && std::is_same_v<E, float>;
+  const E scale = math::event_scale<kNorm>(total, in.incident_of(e));
+  if constexpr (kNorm == Normalize::kLog1p) {
 #pragma omp simd
-  for (int64_t c = 0; c < in.n_cells; ++c) {
-    const E v = value(c);
-    if constexpr (kLog1pHere) {
-      row[c] = log1p_vectorisable(v);
+    for (int64_t c = 0; c < in.n_cells; ++c) row[c] = value(c);
+    if constexpr (std::is_same_v<E, float>) {
+      cpu::simd().log1p_float(row, in.n_cells);
     } else {
-      row[c] = kNorm == Normalize::kSum || kNorm == Normalize::kIncident ? v * scale : v;
+      cpu::simd().log1p_double(row, in.n_cells);
     }
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < in.n_cells; ++c) row[c] = math::normalised<kNorm>(value(c), scale);
   }
 }
 
+// Events per chunk of at::parallel_for: enough to amortise the chunk's scratch row.
+constexpr int64_t kEventGrain = 256;
+
 template <Normalize kNorm, typename E, typename C>
 int64_t forward_events(const Inputs<E, C>& in, E* out) {
-  const bool masked = in.calibration != nullptr || in.dead != nullptr;
+  const bool masked = in.masked();
   advise_huge_pages(out, static_cast<size_t>(in.n_events * in.n_cells) * sizeof(E));
-  int64_t first_bad = in.n_events;
-#pragma omp parallel num_threads(at::get_num_threads()) reduction(min : first_bad)
-  {
+  std::atomic<int64_t> first_bad{in.n_events};
+  at::parallel_for(0, in.n_events, kEventGrain, [&](int64_t first, int64_t last) {
     std::vector<E> scratch(static_cast<size_t>(in.n_cells), E(0));
-    std::vector<uint8_t> seen(kNorm == Normalize::kLog1p && !std::is_same_v<E, float> ? static_cast<size_t>(in.n_cells) : 0, 0);
     E* row = scratch.data();
-#pragma omp for schedule(static)
-    for (int64_t e = 0; e < in.n_events; ++e) {
+    for (int64_t e = first; e < last; ++e) {
       if (!in.accumulate(e, row)) {
-        first_bad = std::min(first_bad, e);
+        flag_bad(first_bad, e);
         std::fill(row, row + in.n_cells, E(0));
         continue;
       }
@@ -195,72 +165,48 @@ int64_t forward_events(const Inputs<E, C>& in, E* out) {
       } else {
         finalise_row<kNorm, false>(in, e, row);
       }
-      const int64_t begin = in.offsets[e], end = in.offsets[e + 1];
-      if constexpr (kNorm == Normalize::kLog1p && !std::is_same_v<E, float>) {
-        // Double: cells without hits hold 0 = log1p(0), so only the hit cells need std::log1p, once each.
-        for (int64_t h = begin; h < end; ++h) {
-          const C c = in.cell[h];
-          if (!seen[c]) seen[c] = 1, row[c] = std::log1p(row[c]);
-        }
-        for (int64_t h = begin; h < end; ++h) seen[in.cell[h]] = 0;
-      }
       store_row(out + e * in.n_cells, row, in.n_cells);
       std::fill(row, row + in.n_cells, E(0));
     }
     store_fence();
-  }
-  return first_bad;
+  });
+  return first_bad.load();
 }
 
 // dL/d(energy) of one event: re-sums its hits (row), then one value per hit.
 template <Normalize kNorm, typename E, typename C>
 int64_t backward_events(const Inputs<E, C>& in, const E* grad, E* grad_energy) {
-  int64_t first_bad = in.n_events;
-#pragma omp parallel num_threads(at::get_num_threads()) reduction(min : first_bad)
-  {
+  std::atomic<int64_t> first_bad{in.n_events};
+  at::parallel_for(0, in.n_events, kEventGrain, [&](int64_t first, int64_t last) {
     std::vector<E> scratch(static_cast<size_t>(in.n_cells), E(0));
     E* row = scratch.data();
-#pragma omp for schedule(static)
-    for (int64_t e = 0; e < in.n_events; ++e) {
+    for (int64_t e = first; e < last; ++e) {
       const E* g = grad + e * in.n_cells;
       if (!in.accumulate(e, row)) {
-        first_bad = std::min(first_bad, e);
+        flag_bad(first_bad, e);
         std::fill(row, row + in.n_cells, E(0));
         continue;
       }
-      // Sum normalisation: out_c = v_c / S, so dL/dv_c = (g_c - sum_k g_k out_k) / S.
-      E inv_total = E(1), dot = E(0);
+      E total = E(0), weighted = E(0);
       if constexpr (kNorm == Normalize::kSum) {
-        E total = E(0), weighted = E(0);
         for (int64_t c = 0; c < in.n_cells; ++c) {
-          const E v = in.cell_value(c, row[c]);
+          const E v = in.cells.value(c, row[c]);
           total += v;
           weighted += g[c] * v;
         }
-        if (total != E(0)) {
-          inv_total = E(1) / total;
-          dot = weighted * inv_total;
-        }
       }
-      const E inv_incident = kNorm == Normalize::kIncident ? E(1) / in.incident[e] : E(1);
+      const E scale = math::event_scale<kNorm>(total, in.incident_of(e));
+      const E dot = weighted * scale;
       const int64_t begin = in.offsets[e], end = in.offsets[e + 1];
       for (int64_t h = begin; h < end; ++h) {
         const int64_t c = static_cast<int64_t>(in.cell[h]);
-        const E v = in.calibrated(c, row[c]);
-        const E k = in.calibration ? in.calibration[c] : E(1);
-        E d = E(0);
-        if (in.kept(c, v)) {
-          if constexpr (kNorm == Normalize::kNone) d = g[c];
-          if constexpr (kNorm == Normalize::kLog1p) d = g[c] / (E(1) + v);
-          if constexpr (kNorm == Normalize::kIncident) d = g[c] * inv_incident;
-          if constexpr (kNorm == Normalize::kSum) d = (g[c] - dot) * inv_total;
-        }
-        grad_energy[h] = d * k;
+        const E v = in.cells.calibrated(c, row[c]);
+        grad_energy[h] = math::energy_gradient<kNorm>(g[c], v, in.cells.kept(c, v), scale, dot, in.cells.factor(c));
       }
       for (int64_t h = begin; h < end; ++h) row[in.cell[h]] = E(0);
     }
-  }
-  return first_bad;
+  });
+  return first_bad.load();
 }
 
 template <typename F>

@@ -1,8 +1,8 @@
-// CPU (OpenMP over events) kernels of the shower features and their CPU registration.
+// CPU kernels of the shower features (events shared out by at::parallel_for) and their CPU
+// registration; the per-layer arithmetic is shared with CUDA (sim2real_fast/shower_features.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <omp.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -13,14 +13,17 @@
 namespace sim2real_fast::shower_features {
 namespace {
 
+// Events per chunk of at::parallel_for.
+constexpr int64_t kEventGrain = 64;
+
 // One pass over each event's cells, layer by layer: vectorised sums in double, then the max-cell
 // search over the same layer while it is still in L1.
 template <typename T>
 void forward_impl(const T* images, int64_t n, int64_t n_cells, const std::vector<int64_t>& offsets,
                   const T* coords, T threshold, T* layer_stats, T* event_stats, int64_t* max_cell) {
   const int64_t n_layers = static_cast<int64_t>(offsets.size()) - 1;
-#pragma omp parallel for schedule(static) num_threads(at::get_num_threads())
-  for (int64_t event = 0; event < n; ++event) {
+  at::parallel_for(0, n, kEventGrain, [&](int64_t first, int64_t last) {
+  for (int64_t event = first; event < last; ++event) {
     const T* image = images + event * n_cells;
     T* stats = layer_stats + event * n_layers * kLayerStats;
     double total = 0;
@@ -40,7 +43,7 @@ void forward_impl(const T* images, int64_t n, int64_t n_cells, const std::vector
         hits += image[i] > threshold ? 1.0 : 0.0;
       }
       for (int64_t i = begin; i < end; ++i) {  // the layer is in L1 now; the first maximal cell
-        if (image[i] > best) {
+        if (takes_max(image[i], i, best, best_cell)) {
           best = image[i];
           best_cell = i;
         }
@@ -53,6 +56,7 @@ void forward_impl(const T* images, int64_t n, int64_t n_cells, const std::vector
     event_stats[event * kEventStats + kMaxFraction] = static_cast<T>(total != 0 ? best / total : 0.0);
     max_cell[event] = best_cell;
   }
+  });
 }
 
 template <typename T>
@@ -60,8 +64,8 @@ void backward_impl(const T* grad_layer, const T* grad_event, int64_t n, int64_t 
                    const std::vector<int64_t>& offsets, const T* coords, const T* layer_stats,
                    const T* event_stats, const int64_t* max_cell, T* grad_images) {
   const int64_t n_layers = static_cast<int64_t>(offsets.size()) - 1;
-#pragma omp parallel for schedule(static) num_threads(at::get_num_threads())
-  for (int64_t event = 0; event < n; ++event) {
+  at::parallel_for(0, n, kEventGrain, [&](int64_t first, int64_t last) {
+  for (int64_t event = first; event < last; ++event) {
     const EventGradient event_grad(event_stats + event * kEventStats, grad_event + event * kEventStats);
     T* out = grad_images + event * n_cells;
     for (int64_t l = 0; l < n_layers; ++l) {
@@ -73,6 +77,7 @@ void backward_impl(const T* grad_layer, const T* grad_event, int64_t n, int64_t 
     }
     out[max_cell[event]] += static_cast<T>(event_grad.peak);
   }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& images_in, c10::IntArrayRef layer_offsets,
@@ -108,7 +113,7 @@ at::Tensor backward(const at::Tensor& grad_layer_in, const at::Tensor& grad_even
   const at::Tensor event_stats = event_stats_in.contiguous(), max_cell = max_cell_in.contiguous();
   const int64_t* cells = max_cell.const_data_ptr<int64_t>();
   for (int64_t event = 0; event < n; ++event) {
-    TORCH_CHECK(cells[event] >= 0 && cells[event] < n_cells, kBackwardOp, ": max_cell[", event, "] = ",
+    TORCH_CHECK_INDEX(cells[event] >= 0 && cells[event] < n_cells, kBackwardOp, ": max_cell[", event, "] = ",
                 cells[event], " is out of range [0, ", n_cells, ")");
   }
   const std::vector<int64_t> offsets(layer_offsets.begin(), layer_offsets.end());

@@ -1,4 +1,5 @@
-// CUDA kernels of hits_to_image and its backward, and their CUDA registration.
+// CUDA kernels of hits_to_image and its backward, and their CUDA registration. Element math:
+// sim2real_fast/hits_to_image_math.h (shared with the CPU kernels).
 //
 // One block per event (grid-stride over events): the event's hits are added into an accumulator
 // row with atomics — in shared memory when n_cells fits (kSharedBytes), else in the output row
@@ -21,6 +22,7 @@
 #include <cstdint>
 
 #include "sim2real_fast/hits_to_image.h"
+#include "sim2real_fast/hits_to_image_math.h"
 
 namespace sim2real_fast::hits {
 namespace {
@@ -36,18 +38,11 @@ struct DeviceInputs {
   const int64_t* offsets;
   const C* cell;
   const E* energy;
-  const E* calibration;  // or nullptr
-  const bool* dead;      // or nullptr
-  const E* incident;     // or nullptr
+  const E* incident;  // or nullptr
+  math::Cells<E> cells;
   int64_t n_events, n_hits, n_cells;
-  E threshold;
 
-  __device__ E calibrated(int64_t c, E sum) const { return calibration ? sum * calibration[c] : sum; }
-  __device__ bool kept(int64_t c, E v) const { return !(v < threshold) && !(dead && dead[c]); }
-  __device__ E cell_value(int64_t c, E sum) const {
-    const E v = calibrated(c, sum);
-    return kept(c, v) ? v : E(0);
-  }
+  __device__ E incident_of(int64_t e) const { return incident ? incident[e] : E(1); }
 };
 
 template <typename E, typename C>
@@ -55,13 +50,12 @@ DeviceInputs<E, C> device_inputs(const Args& a) {
   return {a.offsets.const_data_ptr<int64_t>(),
           a.cell.const_data_ptr<C>(),
           a.energy.const_data_ptr<E>(),
-          a.calibration.defined() ? a.calibration.const_data_ptr<E>() : nullptr,
-          a.dead.defined() ? a.dead.const_data_ptr<bool>() : nullptr,
           a.incident.defined() ? a.incident.const_data_ptr<E>() : nullptr,
+          {a.calibration.defined() ? a.calibration.const_data_ptr<E>() : nullptr,
+           a.dead.defined() ? a.dead.const_data_ptr<bool>() : nullptr, static_cast<E>(a.threshold)},
           a.n_events,
           a.n_hits,
-          a.n_cells,
-          static_cast<E>(a.threshold)};
+          a.n_cells};
 }
 
 // Sum of v over the block; every thread gets it. `warp_sums` holds 32 values; ends synchronised.
@@ -81,14 +75,14 @@ __device__ E block_sum(E v, E* warp_sums) {
 template <typename E, typename C>
 __device__ bool accumulate(const DeviceInputs<E, C>& in, int64_t e, E* acc, unsigned long long* first_bad) {
   const int64_t begin = in.offsets[e], end = in.offsets[e + 1];
-  if (begin < 0 || end < begin || end > in.n_hits) {
+  if (!math::valid_offsets(begin, end, in.n_hits)) {
     if (threadIdx.x == 0) atomicMin(first_bad, static_cast<unsigned long long>(e));
     return false;
   }
   bool ok = true;
   for (int64_t h = begin + threadIdx.x; h < end; h += blockDim.x) {
     const int64_t c = static_cast<int64_t>(in.cell[h]);
-    if (c < 0 || c >= in.n_cells) {
+    if (!math::valid_cell(c, in.n_cells)) {
       ok = false;
       atomicMin(first_bad, static_cast<unsigned long long>(e));
     } else {
@@ -100,7 +94,7 @@ __device__ bool accumulate(const DeviceInputs<E, C>& in, int64_t e, E* acc, unsi
 
 template <Normalize kNorm, bool kShared, typename E, typename C>
 __global__ void forward_kernel(DeviceInputs<E, C> in, E* __restrict__ out, unsigned long long* first_bad) {
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];  // aligned for double
   __shared__ E warp_sums[32];
   for (int64_t e = blockIdx.x; e < in.n_events; e += gridDim.x) {
     E* row = out + e * in.n_cells;
@@ -111,20 +105,15 @@ __global__ void forward_kernel(DeviceInputs<E, C> in, E* __restrict__ out, unsig
     }
     accumulate(in, e, acc, first_bad);
     __syncthreads();
-    E scale = E(1);
+    E total = E(0);
     if constexpr (kNorm == Normalize::kSum) {
       E part = E(0);
-      for (int64_t c = threadIdx.x; c < in.n_cells; c += blockDim.x) part += in.cell_value(c, acc[c]);
-      const E total = block_sum(part, warp_sums);
-      if (total != E(0)) scale = E(1) / total;  // an all-zero image stays as it is
-    } else if constexpr (kNorm == Normalize::kIncident) {
-      scale = E(1) / in.incident[e];
+      for (int64_t c = threadIdx.x; c < in.n_cells; c += blockDim.x) part += in.cells.value(c, acc[c]);
+      total = block_sum(part, warp_sums);
     }
+    const E scale = math::event_scale<kNorm>(total, in.incident_of(e));
     for (int64_t c = threadIdx.x; c < in.n_cells; c += blockDim.x) {
-      E v = in.cell_value(c, acc[c]);
-      if constexpr (kNorm == Normalize::kLog1p) v = log1p(v);
-      if constexpr (kNorm == Normalize::kSum || kNorm == Normalize::kIncident) v *= scale;
-      row[c] = v;
+      row[c] = math::normalised<kNorm>(in.cells.value(c, acc[c]), scale);
     }
     __syncthreads();  // acc is reused by the next event
   }
@@ -133,7 +122,7 @@ __global__ void forward_kernel(DeviceInputs<E, C> in, E* __restrict__ out, unsig
 template <Normalize kNorm, bool kShared, typename E, typename C>
 __global__ void backward_kernel(DeviceInputs<E, C> in, const E* __restrict__ grad, E* __restrict__ grad_energy,
                                 E* scratch, unsigned long long* first_bad) {
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];  // aligned for double
   __shared__ E warp_sums[32];
   E* acc = kShared ? reinterpret_cast<E*>(shared_bytes) : scratch + blockIdx.x * in.n_cells;
   for (int64_t e = blockIdx.x; e < in.n_events; e += gridDim.x) {
@@ -152,30 +141,23 @@ __global__ void backward_kernel(DeviceInputs<E, C> in, const E* __restrict__ gra
       }
       continue;
     }
-    E inv_total = E(1), dot = E(0);
+    E total = E(0), weighted = E(0);
     if constexpr (kNorm == Normalize::kSum) {
       E part_total = E(0), part_weighted = E(0);
       for (int64_t c = threadIdx.x; c < in.n_cells; c += blockDim.x) {
-        const E v = in.cell_value(c, acc[c]);
+        const E v = in.cells.value(c, acc[c]);
         part_total += v;
         part_weighted += g[c] * v;
       }
-      const E total = block_sum(part_total, warp_sums);
-      const E weighted = block_sum(part_weighted, warp_sums);
-      if (total != E(0)) inv_total = E(1) / total, dot = weighted * inv_total;
+      total = block_sum(part_total, warp_sums);
+      weighted = block_sum(part_weighted, warp_sums);
     }
-    const E inv_incident = kNorm == Normalize::kIncident ? E(1) / in.incident[e] : E(1);
+    const E scale = math::event_scale<kNorm>(total, in.incident_of(e));
+    const E dot = weighted * scale;
     for (int64_t h = begin + threadIdx.x; h < end; h += blockDim.x) {
       const int64_t c = static_cast<int64_t>(in.cell[h]);
-      const E v = in.calibrated(c, acc[c]);
-      E d = E(0);
-      if (in.kept(c, v)) {
-        if constexpr (kNorm == Normalize::kNone) d = g[c];
-        if constexpr (kNorm == Normalize::kLog1p) d = g[c] / (E(1) + v);
-        if constexpr (kNorm == Normalize::kIncident) d = g[c] * inv_incident;
-        if constexpr (kNorm == Normalize::kSum) d = (g[c] - dot) * inv_total;
-      }
-      grad_energy[h] = in.calibration ? d * in.calibration[c] : d;
+      const E v = in.cells.calibrated(c, acc[c]);
+      grad_energy[h] = math::energy_gradient<kNorm>(g[c], v, in.cells.kept(c, v), scale, dot, in.cells.factor(c));
     }
     __syncthreads();
     if constexpr (!kShared) {  // re-zero the scratch row where this event wrote

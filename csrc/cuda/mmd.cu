@@ -1,9 +1,16 @@
-// CUDA tile kernels of the multi-kernel MMD and its CUDA registration. The GEMMs of the tiled
-// driver (csrc/common/mmd_tiled.cpp) run on cuBLAS through ATen; these kernels turn each block of
-// dot products into kernel sums (forward) or gradient coefficients (backward) in one pass.
+// CUDA passes of the multi-kernel MMD and its CUDA registration. The blocks of the pair matrix
+// are walked in order on the current stream; their GEMMs run on cuBLAS through ATen, and the tile
+// kernel turns each block of dot products into kernel sums and/or gradient coefficients in one
+// pass (element math: sim2real_fast/mmd_math.h). GEMMs that apply coefficients to a side whose
+// gradient is not needed are skipped.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ops/addcmul.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sub.h>
+#include <ATen/ops/sum.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -11,41 +18,15 @@
 #include <algorithm>
 
 #include "sim2real_fast/mmd.h"
+#include "sim2real_fast/mmd_math.h"
 
 namespace sim2real_fast::mmd {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxBlocks = 4096;
-
-template <typename T>
-__device__ __forceinline__ T exp_(T v) {
-  return exp(v);
-}
-template <>
-__device__ __forceinline__ float exp_<float>(float v) {
-  return expf(v);
-}
-
-// Squared distance from centred norms and a dot product; NaN passes through (no fmax).
-template <typename T>
-__device__ __forceinline__ T squared_distance(T norm_a, T norm_b, T dot) {
-  const T d = norm_a + norm_b - T(2) * dot;
-  return d < T(0) ? T(0) : d;
-}
-
-// k(d) = sum_k w_k exp(c_k d) and its slope dk/dd = sum_k w_k c_k exp(c_k d), sharing the exponentials.
-template <typename T, bool kSum, bool kGrad>
-__device__ __forceinline__ void kernel_terms(T d, const T* __restrict__ c, const T* __restrict__ w,
-                                             int k, T& value, T& slope) {
-  value = 0;
-  slope = 0;
-  for (int q = 0; q < k; ++q) {
-    const T e = w[q] * exp_(c[q] * d);
-    if constexpr (kSum) value += e;
-    if constexpr (kGrad) slope += c[q] * e;
-  }
-}
+// 4096 x 4096 blocks: 64 MiB of float32 scratch, large enough for cuBLAS to run near peak.
+constexpr int64_t kTile = 4096;
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
@@ -73,8 +54,9 @@ __device__ __forceinline__ void block_sum_to(double v, double* partials) {
 // of the dot products and of nb, one row norm per block, no index division.
 template <typename T, bool kSum, bool kGrad>
 __global__ void tile_kernel(T* __restrict__ dot, const T* __restrict__ na, const T* __restrict__ nb,
-                            const T* __restrict__ c, const T* __restrict__ w, int k, int64_t rows,
-                            int64_t cols, bool strict_upper, T scale, double* __restrict__ partials) {
+                            const T* __restrict__ c, const T* __restrict__ w, int k, bool doubling,
+                            int64_t rows, int64_t cols, bool strict_upper, T scale,
+                            double* __restrict__ partials) {
   double local = 0.0;
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     T* row = dot + i * cols;
@@ -87,7 +69,8 @@ __global__ void tile_kernel(T* __restrict__ dot, const T* __restrict__ na, const
         continue;
       }
       T value, slope;
-      kernel_terms<T, kSum, kGrad>(squared_distance(norm_i, nb[j], row[j]), c, w, k, value, slope);
+      math::kernel_terms<kSum, kGrad>(math::squared_distance(norm_i, nb[j], row[j]), c, w, k, doubling, value,
+                                      slope);
       if constexpr (kSum) row_total += value;
       if constexpr (kGrad) row[j] = scale * slope;
     }
@@ -100,7 +83,7 @@ __global__ void tile_kernel(T* __restrict__ dot, const T* __restrict__ na, const
 // h_l = k(a, b) + k(c, e) - k(a, e) - k(b, c); d/dp k(p, q) = 2 k'(d) (p - q).
 template <typename T, bool kSum, bool kGrad>
 __global__ void linear_kernel(const T* __restrict__ x, const T* __restrict__ y,
-                              const T* __restrict__ c, const T* __restrict__ w, int k,
+                              const T* __restrict__ c, const T* __restrict__ w, int k, bool doubling,
                               int64_t pairs, int64_t d, T scale, double* __restrict__ partials,
                               T* __restrict__ gx, T* __restrict__ gy) {
   const int lane = threadIdx.x & 31;
@@ -117,23 +100,22 @@ __global__ void linear_kernel(const T* __restrict__ x, const T* __restrict__ y,
       ae += (va - ve) * (va - ve);
       bc += (vb - vc) * (vb - vc);
     }
-    T v_ab, v_ce, v_ae, v_bc, s_ab, s_ce, s_ae, s_bc;
-    kernel_terms<T, kSum, kGrad>(warp_sum(ab), c, w, k, v_ab, s_ab);
-    kernel_terms<T, kSum, kGrad>(warp_sum(ce), c, w, k, v_ce, s_ce);
-    kernel_terms<T, kSum, kGrad>(warp_sum(ae), c, w, k, v_ae, s_ae);
-    kernel_terms<T, kSum, kGrad>(warp_sum(bc), c, w, k, v_bc, s_bc);
+    const auto t = math::linear_terms<kSum, kGrad>(warp_sum(ab), warp_sum(ce), warp_sum(ae), warp_sum(bc), c, w,
+                                                   k, doubling, scale);
     if constexpr (kSum) {
-      if (lane == 0) local += static_cast<double>(v_ab) + v_ce - v_ae - v_bc;
+      if (lane == 0) local += static_cast<double>(t.h);
     }
     if constexpr (kGrad) {
-      s_ab *= T(2) * scale, s_ce *= T(2) * scale, s_ae *= T(2) * scale, s_bc *= T(2) * scale;
-      T *ga = gx + 2 * l * d, *gb = ga + d, *gc = gy + 2 * l * d, *ge = gc + d;
       for (int64_t f = lane; f < d; f += 32) {
         const T va = a[f], vb = b[f], vc = cc[f], ve = e[f];
-        ga[f] = s_ab * (va - vb) - s_ae * (va - ve);
-        gb[f] = s_ab * (vb - va) - s_bc * (vb - vc);
-        gc[f] = s_ce * (vc - ve) - s_bc * (vc - vb);
-        ge[f] = s_ce * (ve - vc) - s_ae * (ve - va);
+        if (gx != nullptr) {
+          gx[2 * l * d + f] = t.s_ab * (va - vb) - t.s_aq * (va - ve);
+          gx[(2 * l + 1) * d + f] = t.s_ab * (vb - va) - t.s_bp * (vb - vc);
+        }
+        if (gy != nullptr) {
+          gy[2 * l * d + f] = t.s_pq * (vc - ve) - t.s_bp * (vc - vb);
+          gy[(2 * l + 1) * d + f] = t.s_pq * (ve - vc) - t.s_aq * (ve - va);
+        }
       }
     }
   }
@@ -145,48 +127,99 @@ at::Tensor block_partials(Mode mode, int blocks, const at::Tensor& acc) {
   return mode.sum ? at::empty({blocks}, acc.options()) : at::Tensor();
 }
 
-void tile(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const at::Tensor& c,
-          const at::Tensor& w, bool strict_upper, Mode mode, double scale, at::Tensor& acc,
-          int64_t slot) {
+void tile(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const Pass& pass, bool strict_upper,
+          Mode mode, double scale, int64_t slot) {
   if (dot.numel() == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>(dot.size(0), kMaxBlocks));
-  at::Tensor partials = block_partials(mode, blocks, acc);
+  at::Tensor partials = block_partials(mode, blocks, pass.acc);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(dot.scalar_type(), "mmd_tile_cuda", [&] {
     with_mode(mode, [&]<bool kSum, bool kGrad>() {
       tile_kernel<scalar_t, kSum, kGrad><<<blocks, kThreads, 0, stream>>>(
           dot.mutable_data_ptr<scalar_t>(), na.const_data_ptr<scalar_t>(), nb.const_data_ptr<scalar_t>(),
-          c.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), static_cast<int>(c.size(0)),
-          dot.size(0), dot.size(1), strict_upper, static_cast<scalar_t>(scale),
+          pass.c.const_data_ptr<scalar_t>(), pass.w.const_data_ptr<scalar_t>(), static_cast<int>(pass.c.size(0)),
+          pass.doubling, dot.size(0), dot.size(1), strict_upper, static_cast<scalar_t>(scale),
           kSum ? partials.mutable_data_ptr<double>() : nullptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
-  if (mode.sum) acc.narrow(0, slot, 1).add_(partials.sum());
+  if (mode.sum) pass.acc.narrow(0, slot, 1).add_(partials.sum());
 }
 
-void linear(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c, const at::Tensor& w,
-            int64_t pairs, Mode mode, double scale, at::Tensor& acc, at::Tensor& gx, at::Tensor& gy) {
-  if (pairs == 0) return;
+// Rows [start, start + rows) of `src` minus `mean`, written into a scratch buffer, plus their
+// squared norms. Returns (block (rows, d), norms (rows,)).
+std::tuple<at::Tensor, at::Tensor> centred_block(const at::Tensor& src, int64_t start, int64_t rows,
+                                                 const at::Tensor& mean, at::Tensor& scratch) {
+  const int64_t d = src.size(1);
+  at::Tensor block = scratch.narrow(0, 0, rows * d).view({rows, d});
+  at::sub_out(block, src.narrow(0, start, rows), mean);
+  at::Tensor norms = block.square().sum(1);
+  return {block, norms};
+}
+
+// One pair matrix a x b (within: a == b, blocks on and above the diagonal only). ga / gb: the
+// gradients of a's and b's rows, undefined where not needed.
+void pair_matrix(const Pass& pass, const at::Tensor& a, const at::Tensor& b, bool within, int64_t slot,
+                 const at::Tensor& ga, const at::Tensor& gb) {
+  const bool grad_a = pass.mode.grad && ga.defined(), grad_b = pass.mode.grad && gb.defined();
+  const Mode mode{pass.mode.sum, grad_a || grad_b};
+  if (!mode.sum && !mode.grad) return;
+  const int64_t na_rows = a.size(0), nb_rows = b.size(0), d = a.size(1);
+  const int64_t ta = std::min(kTile, na_rows), tb = std::min(kTile, nb_rows);
+  at::Tensor scratch_a = at::empty({std::max<int64_t>(ta * d, 1)}, a.options());
+  at::Tensor scratch_b = at::empty({std::max<int64_t>(tb * d, 1)}, a.options());
+  at::Tensor scratch_dot = at::empty({ta * tb}, a.options());
+  for (int64_t i0 = 0; i0 < na_rows; i0 += ta) {
+    const int64_t ri = std::min(ta, na_rows - i0);
+    auto [A, norm_a] = centred_block(a, i0, ri, pass.mean, scratch_a);
+    for (int64_t j0 = within ? i0 : 0; j0 < nb_rows; j0 += tb) {
+      const int64_t rj = std::min(tb, nb_rows - j0);
+      const bool diagonal = within && j0 == i0;
+      at::Tensor B = A, norm_b = norm_a;
+      if (!diagonal) std::tie(B, norm_b) = centred_block(b, j0, rj, pass.mean, scratch_b);
+      at::Tensor dot = scratch_dot.narrow(0, 0, ri * rj).view({ri, rj});
+      at::mm_out(dot, A, B.t());
+      tile(dot, norm_a, norm_b, pass, diagonal, mode, pass.scale[slot], slot);
+      if (grad_a) {  // g_i += rowsum(C) a_i - (C B)_i
+        at::Tensor rows = ga.narrow(0, i0, ri);
+        rows.addcmul_(dot.sum({1}, true), A).addmm_(dot, B, 1.0, -1.0);
+      }
+      if (grad_b) {  // g_j += colsum(C) b_j - (C^T A)_j
+        at::Tensor rows = gb.narrow(0, j0, rj);
+        rows.addcmul_(dot.sum({0}).unsqueeze(1), B).addmm_(dot.t(), A, 1.0, -1.0);
+      }
+    }
+  }
+}
+
+void quadratic(Pass& pass) {
+  pair_matrix(pass, pass.x, pass.x, /*within=*/true, kXX, pass.gx, pass.gx);
+  pair_matrix(pass, pass.y, pass.y, /*within=*/true, kYY, pass.gy, pass.gy);
+  pair_matrix(pass, pass.x, pass.y, /*within=*/false, kXY, pass.gx, pass.gy);
+}
+
+void linear(Pass& pass, int64_t pairs) {
+  const Mode mode{pass.mode.sum, pass.grad_x || pass.grad_y};
+  if (pairs == 0 || (!mode.sum && !mode.grad)) return;
   constexpr int64_t kWarpsPerBlock = kThreads / 32;
   const int blocks = static_cast<int>(std::min<int64_t>((pairs + kWarpsPerBlock - 1) / kWarpsPerBlock, kMaxBlocks));
-  at::Tensor partials = block_partials(mode, blocks, acc);
+  at::Tensor partials = block_partials(mode, blocks, pass.acc);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmd_linear_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES(pass.x.scalar_type(), "mmd_linear_cuda", [&] {
     with_mode(mode, [&]<bool kSum, bool kGrad>() {
       linear_kernel<scalar_t, kSum, kGrad><<<blocks, kThreads, 0, stream>>>(
-          x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
-          w.const_data_ptr<scalar_t>(), static_cast<int>(c.size(0)), pairs, x.size(1),
-          static_cast<scalar_t>(scale), kSum ? partials.mutable_data_ptr<double>() : nullptr,
-          kGrad ? gx.mutable_data_ptr<scalar_t>() : nullptr, kGrad ? gy.mutable_data_ptr<scalar_t>() : nullptr);
+          pass.x.const_data_ptr<scalar_t>(), pass.y.const_data_ptr<scalar_t>(), pass.c.const_data_ptr<scalar_t>(),
+          pass.w.const_data_ptr<scalar_t>(), static_cast<int>(pass.c.size(0)), pass.doubling, pairs, pass.x.size(1),
+          static_cast<scalar_t>(pass.scale[0]), kSum ? partials.mutable_data_ptr<double>() : nullptr,
+          pass.grad_x ? pass.gx.mutable_data_ptr<scalar_t>() : nullptr,
+          pass.grad_y ? pass.gy.mutable_data_ptr<scalar_t>() : nullptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
-  if (mode.sum) acc.narrow(0, 0, 1).add_(partials.sum());
+  if (mode.sum) pass.acc.narrow(0, 0, 1).add_(partials.sum());
 }
 
-// 4096 x 4096 blocks: 64 MiB of float32 scratch, large enough for cuBLAS to run near peak.
-constexpr Backend kCudaBackend{4096, tile, linear};
+constexpr Backend kCudaBackend{quadratic, linear};
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -36,7 +37,7 @@ struct Offsets {
 
 Offsets pack_offsets(const char* op, c10::IntArrayRef layer_offsets) {
   const int64_t n_layers = static_cast<int64_t>(layer_offsets.size()) - 1;
-  TORCH_CHECK(n_layers <= kMaxLayers, op, ": the CUDA kernel supports up to ", kMaxLayers,
+  TORCH_CHECK_VALUE(n_layers <= kMaxLayers, op, ": the CUDA kernel supports up to ", kMaxLayers,
               " layers, got ", n_layers);
   Offsets offsets{};
   for (int64_t l = 0; l <= n_layers; ++l) offsets.v[l] = static_cast<int32_t>(layer_offsets[l]);
@@ -48,10 +49,10 @@ __device__ __forceinline__ double warp_sum(double v) {
   return v;
 }
 
-// (best, cell) <- the larger value; on a tie, the lower cell (the first maximal cell).
+// (best, cell) <- (v, v_cell) when it takes the maximum (see takes_max: NaN is the largest value).
 template <typename T>
 __device__ __forceinline__ void keep_max(T& best, int& cell, T v, int v_cell) {
-  if (v > best || (v == best && v_cell < cell)) {
+  if (takes_max(v, v_cell, best, cell)) {
     best = v;
     cell = v_cell;
   }
@@ -69,13 +70,13 @@ __global__ void forward_kernel(const T* __restrict__ images, int n_cells, int n_
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
   double total = 0;  // lane 0's sum of its warp's layer energies
   T best = -std::numeric_limits<T>::infinity();
-  int best_cell = INT_MAX;  // stays INT_MAX only if every cell is NaN
+  int best_cell = INT_MAX;  // every cell is in a layer, so every event sets it
   for (int l = warp; l < n_layers; l += warps) {
     LayerSums sums;
-    for (int i = offsets.v[l] + lane; i < offsets.v[l + 1]; i += kWarp) {
+    for (int64_t i = offsets.v[l] + lane; i < offsets.v[l + 1]; i += kWarp) {  // 64-bit: no overflow near 2^31
       const T v = image[i];
       sums.add(v, coords[2 * i], coords[2 * i + 1], v > threshold);
-      keep_max(best, best_cell, v, i);
+      keep_max(best, best_cell, v, static_cast<int>(i));
     }
     sums.e = warp_sum(sums.e);
     sums.sx = warp_sum(sums.sx);
@@ -105,10 +106,6 @@ __global__ void forward_kernel(const T* __restrict__ images, int n_cells, int n_
       total += warp_total[w];
       keep_max(best, best_cell, warp_best[w], warp_cell[w]);
     }
-    if (best_cell == INT_MAX) {
-      best_cell = 0;
-      best = image[0];
-    }
     event_stats[event * kEventStats + kTotal] = static_cast<T>(total);
     event_stats[event * kEventStats + kMaxFraction] = static_cast<T>(total != 0 ? best / total : 0.0);
     max_cell[event] = best_cell;
@@ -119,16 +116,20 @@ template <typename T>
 __global__ void backward_kernel(const T* __restrict__ grad_layer, const T* __restrict__ grad_event, int n_cells,
                                 int n_layers, Offsets offsets, const T* __restrict__ coords,
                                 const T* __restrict__ layer_stats, const T* __restrict__ event_stats,
-                                const int64_t* __restrict__ max_cell, T* __restrict__ grad_images) {
+                                const int64_t* __restrict__ max_cell, T* __restrict__ grad_images,
+                                unsigned long long* __restrict__ first_bad) {
   const int64_t event = blockIdx.x;
   const EventGradient event_grad(event_stats + event * kEventStats, grad_event + event * kEventStats);
   const int64_t peak_cell = max_cell[event];
-  CUDA_KERNEL_ASSERT(peak_cell >= 0 && peak_cell < n_cells);
+  if (peak_cell < 0 || peak_cell >= n_cells) {  // bad input: flagged for the host, nothing written
+    if (threadIdx.x == 0) atomicMin(first_bad, static_cast<unsigned long long>(event));
+    return;
+  }
   T* out = grad_images + event * n_cells;
   for (int l = 0; l < n_layers; ++l) {
     const int64_t row = (event * n_layers + l) * kLayerStats;
     const LayerGradient layer_grad(layer_stats + row, grad_layer + row, event_grad.base);
-    for (int i = offsets.v[l] + threadIdx.x; i < offsets.v[l + 1]; i += blockDim.x) {
+    for (int64_t i = offsets.v[l] + threadIdx.x; i < offsets.v[l + 1]; i += blockDim.x) {
       const double g = layer_grad.at(coords[2 * i], coords[2 * i + 1]);
       out[i] = static_cast<T>(i == peak_cell ? g + event_grad.peak : g);
     }
@@ -175,15 +176,23 @@ at::Tensor backward(const at::Tensor& grad_layer_in, const at::Tensor& grad_even
   const at::Tensor grad_layer = grad_layer_in.contiguous(), grad_event = grad_event_in.contiguous();
   const at::Tensor coords = coords_in.contiguous(), layer_stats = layer_stats_in.contiguous();
   const at::Tensor event_stats = event_stats_in.contiguous(), max_cell = max_cell_in.contiguous();
+  const at::Tensor flag = at::full({1}, n, max_cell.options());
+  auto* first_bad = reinterpret_cast<unsigned long long*>(flag.data_ptr<int64_t>());
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(images.scalar_type(), "shower_features_backward_cuda", [&] {
     backward_kernel<scalar_t><<<static_cast<unsigned>(n), kBackwardThreads, 0, stream>>>(
         grad_layer.const_data_ptr<scalar_t>(), grad_event.const_data_ptr<scalar_t>(), static_cast<int>(n_cells),
         n_layers, offsets, coords.const_data_ptr<scalar_t>(), layer_stats.const_data_ptr<scalar_t>(),
         event_stats.const_data_ptr<scalar_t>(), max_cell.const_data_ptr<int64_t>(),
-        grad_images.mutable_data_ptr<scalar_t>());
+        grad_images.mutable_data_ptr<scalar_t>(), first_bad);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  // One synchronisation: a bad max_cell is an error, not a device assert.
+  const int64_t bad = flag.cpu().const_data_ptr<int64_t>()[0];
+  if (bad < n) {
+    const int64_t value = max_cell.narrow(0, bad, 1).cpu().const_data_ptr<int64_t>()[0];
+    TORCH_CHECK_INDEX(false, kBackwardOp, ": max_cell[", bad, "] = ", value, " is out of range [0, ", n_cells, ")");
+  }
   return grad_images;
 }
 

@@ -1,4 +1,9 @@
-"""Argument checks shared by the op wrappers: clear ``ValueError``/``TypeError`` naming the argument."""
+"""Python-side argument checks of the op wrappers.
+
+The compiled ops check their arguments themselves (csrc/include/sim2real_fast/checks.h) and are the
+authority. These checks run only where Python must look at the arguments before an op does (the
+MMD's bandwidth heuristics) and on the pure-PyTorch fallback; their messages are the ops' own.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,23 @@ _KERNEL_DTYPES = (torch.float32, torch.float64)
 _UPCAST_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def feature_pair(op: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checks x (n, d) and y (m, d); returns them, half and bfloat16 upcast to float32."""
+def tensors(op: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and y must be tensors; returns them, half and bfloat16 upcast to float32 (the ops compute
+    float32 and float64)."""
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if x.dtype in _UPCAST_DTYPES and y.dtype == x.dtype:
+        x, y = x.float(), y.float()
+    return x, y
+
+
+def feature_pair(op: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    """x (n, d) and y (m, d): floating point, one dtype, one device (the op's checks.h)."""
+    for name, t in (("x", x), ("y", y)):
         if t.dim() != 2:
             raise ValueError(f"{op}: {name} must be 2-D ({'n' if name == 'x' else 'm'}, d), got shape {tuple(t.shape)}")
-        if not t.dtype.is_floating_point:
+        if t.dtype not in _KERNEL_DTYPES:
             raise TypeError(f"{op}: {name} must be a floating-point tensor (float32 or float64), got {t.dtype}")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"{op}: x and y must have the same feature size d, got x {tuple(x.shape)} and y {tuple(y.shape)}")
@@ -23,9 +37,6 @@ def feature_pair(op: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tenso
         raise ValueError(f"{op}: x and y must be on the same device, got x on {x.device} and y on {y.device}")
     if x.dtype != y.dtype:
         raise TypeError(f"{op}: x and y must have the same dtype, got x {x.dtype} and y {y.dtype}")
-    if x.dtype in _UPCAST_DTYPES:
-        x, y = x.float(), y.float()
-    return x, y
 
 
 def min_samples(op: str, x: torch.Tensor, y: torch.Tensor, need: int, why: str) -> None:

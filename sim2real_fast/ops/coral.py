@@ -19,13 +19,14 @@ def coral(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     chunks and accumulates ``C_x - C_y`` into one (d, d) buffer, so neither centred copy nor either
     covariance is stored.
     """
-    x, y = _checks.feature_pair(_OP, x, y)
-    _checks.min_samples(_OP, x, y, 2, "a covariance")
-    if x.shape[1] < 1:
-        raise ValueError(f"{_OP}: needs at least one feature (d >= 1), got x {tuple(x.shape)}")
-    if not _extension.HAS_EXTENSION:
+    x, y = _checks.tensors(_OP, x, y)
+    if not _extension.HAS_EXTENSION:  # the op's checks, then the reference
         from ..reference import coral as reference_coral
 
+        _checks.feature_pair(_OP, x, y)
+        if x.shape[1] < 1:
+            raise ValueError(f"{_OP}: x and y must have at least one feature (d >= 1), got x {tuple(x.shape)}")
+        _checks.min_samples(_OP, x, y, 2, "a covariance")
         return reference_coral(x, y)
     loss, _ = torch.ops.sim2real_fast.coral(x, y)
     return loss

@@ -1,27 +1,47 @@
-"""Gradient reversal (``torch.ops.sim2real_fast.grad_reverse``) and the DANN schedule."""
+"""Gradient reversal and the DANN schedule.
+
+The layer needs no kernel of its own: an autograd Function whose forward returns a view of x (no
+copy, any device) and whose backward is one multiply, ``-alpha * grad``. torch.compile traces it.
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
-from .. import _extension
+_OP = "sim2real_fast.grad_reverse"
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * -ctx.alpha, None
 
 
 def grad_reverse(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """Identity in the forward pass, ``-alpha * grad`` in the backward pass (Ganin & Lempitsky 2015).
 
-    x: any shape. The output is a new tensor (not a view of x), so in-place use downstream is safe.
+    x: a floating-point (or complex) tensor of any shape, on any device. The output is a view of x
+    (no copy): modifying it in place is refused by autograd when x requires grad, as for any view
+    made by a custom autograd Function; apply in-place ops (``ReLU(inplace=True)``) after a layer
+    that allocates.
     """
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"sim2real_fast.grad_reverse: x must be a torch.Tensor, got {type(x).__name__}")
-    alpha = float(alpha)
-    if not _extension.HAS_EXTENSION:
-        from ..reference import grad_reverse as reference_grad_reverse
-
-        return reference_grad_reverse(x, alpha)
-    return torch.ops.sim2real_fast.grad_reverse(x, alpha)
+        raise TypeError(f"{_OP}: x must be a torch.Tensor, got {type(x).__name__}")
+    if not (x.dtype.is_floating_point or x.dtype.is_complex):
+        raise TypeError(f"{_OP}: x must be a floating-point tensor (gradients need one), got {x.dtype}")
+    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool):
+        raise TypeError(f"{_OP}: alpha must be a float, got {type(alpha).__name__}")
+    if not math.isfinite(alpha):
+        raise ValueError(f"{_OP}: alpha must be finite, got {alpha}")
+    return _GradReverse.apply(x, float(alpha))
 
 
 def dann_alpha(progress: float, gamma: float = 10.0) -> float:
@@ -32,16 +52,3 @@ def dann_alpha(progress: float, gamma: float = 10.0) -> float:
     if not 0.0 <= progress <= 1.0:
         raise ValueError(f"sim2real_fast.dann_alpha: progress must be in [0, 1], got {progress}")
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
-
-
-if _extension.HAS_EXTENSION:
-
-    def _grad_reverse_setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]
-
-    def _grad_reverse_backward(ctx, grad):
-        return grad * -ctx.alpha, None
-
-    torch.library.register_autograd(
-        "sim2real_fast::grad_reverse", _grad_reverse_backward, setup_context=_grad_reverse_setup_context
-    )

@@ -7,7 +7,9 @@ import numbers
 import torch
 
 from .. import _extension
-from ..reference.hits_to_image import NORMALIZATIONS
+
+#: The ``normalize`` options, in the op's vocabulary (None is the op's "none").
+NORMALIZATIONS = (None, "log1p", "incident", "sum")
 
 _OP = "sim2real_fast.hits_to_image"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -76,14 +77,15 @@ def resolve_kernels(
         if bandwidth.numel() == 0:
             raise ValueError(f"{_OP}: a bandwidth tensor must hold at least one squared bandwidth")
         sigma2 = bandwidth.to(**opts)
-        if not torch.compiler.is_compiling() and bool((sigma2 <= 0).any()):
-            raise ValueError(f"{_OP}: squared bandwidths must be positive, got {sigma2.tolist()}")
     else:
         scales = tuple(float(s) for s in kernel_scales)
         if not scales or min(scales) <= 0:
             raise ValueError(f"{_OP}: kernel_scales must be a non-empty sequence of positive numbers, got {kernel_scales!r}")
         if isinstance(bandwidth, str):
             h = bandwidth_heuristic(x, y, bandwidth)
+            # Non-finite samples make h NaN or inf, which the op refuses; the loss is NaN through
+            # the distances anyway, so any valid h serves.
+            h = torch.where(torch.isfinite(h), h, torch.ones_like(h))
         elif isinstance(bandwidth, torch.Tensor) and bandwidth.dim() == 0:
             h = bandwidth.to(**opts)
         elif isinstance(bandwidth, (int, float)) and not isinstance(bandwidth, bool):
@@ -101,6 +103,15 @@ def resolve_kernels(
         if w.dim() != 1 or w.shape[0] != k:
             raise ValueError(f"{_OP}: weights must be 1-D with one entry per kernel ({k}), got shape {tuple(w.shape)}")
     return sigma2, w
+
+
+def _check_kernel_values(sigma2: torch.Tensor, w: torch.Tensor) -> None:
+    """The compiled op's value checks, for the pure-PyTorch fallback (same messages)."""
+    for k, (s, v) in enumerate(zip(sigma2.tolist(), w.tolist())):
+        if not (s > 0 and math.isfinite(s)):
+            raise ValueError(f"{_OP}: squared bandwidths must be positive and finite, got sigma2[{k}] = {s}")
+        if not (v >= 0 and math.isfinite(v)):
+            raise ValueError(f"{_OP}: kernel weights must be finite and non-negative, got weights[{k}] = {v}")
 
 
 def mmd(
@@ -127,24 +138,28 @@ def mmd(
       ``(x_2l, x_2l+1, y_2l, y_2l+1)``: ``mean_l k(x,x') + k(y,y') - k(x,y') - k(x',y)``.
 
     n != m is allowed. Float16/bfloat16 inputs are computed in float32. NaN in x or y gives NaN.
+    Squared bandwidths must be positive and finite and weights finite and non-negative (ValueError
+    otherwise). Second derivatives (``create_graph=True``) raise NotImplementedError; use
+    :func:`sim2real_fast.reference.mmd` for them.
     The compiled kernels are tiled: no n x m matrix is formed, memory is O((n + m) d). When x or y
     requires grad, one pass computes the value and the gradients (kept until backward, which scales
     them); otherwise only the value is computed.
     """
-    x, y = _checks.feature_pair(_OP, x, y)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"{_OP}: estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    need = {"unbiased": 2, "biased": 1, "linear": 2}[estimator]
-    _checks.min_samples(_OP, x, y, need, f"the {estimator} estimator")
-    if not _extension.HAS_EXTENSION:
+    x, y = _checks.tensors(_OP, x, y)
+    _checks.feature_pair(_OP, x, y)  # the bandwidth heuristics look at x and y before the op does
+    if not _extension.HAS_EXTENSION:  # the op's checks, then the reference
         from ..reference import mmd as reference_mmd
 
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"{_OP}: estimator must be 'unbiased', 'biased' or 'linear', got {estimator!r}")
+        _checks.min_samples(_OP, x, y, {"unbiased": 2, "biased": 1, "linear": 2}[estimator], f"the {estimator} estimator")
+        _check_kernel_values(*resolve_kernels(x, y, bandwidth, kernel_scales, weights))
         return reference_mmd(x, y, estimator=estimator, bandwidth=bandwidth, kernel_scales=kernel_scales, weights=weights)
     sigma2, w = resolve_kernels(x, y, bandwidth, kernel_scales, weights)
     if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-        # One pass computes the value and the gradients (each exponential and block of dot products
-        # once); backward only scales them.
-        value, _, _ = torch.ops.sim2real_fast._mmd_with_grad(x, y, sigma2, w, estimator)
+        # One pass computes the value and the gradients that are needed (each exponential and block
+        # of dot products once); backward only scales them.
+        value, _, _ = torch.ops.sim2real_fast._mmd_with_grad(x, y, sigma2, w, estimator, x.requires_grad, y.requires_grad)
         return value
     return torch.ops.sim2real_fast.mmd(x, y, sigma2, w, estimator)
 
@@ -156,9 +171,21 @@ if _extension.HAS_EXTENSION:
         torch._check(x.dim() == 2 and y.dim() == 2 and x.shape[1] == y.shape[1], lambda: "mmd: x (n, d), y (m, d)")
         return x.new_empty(())
 
+    def _gradient_fake(t, needed):
+        return torch.empty_like(t, memory_format=torch.contiguous_format) if needed else t.new_empty((0,))
+
     @torch.library.register_fake("sim2real_fast::_mmd_backward")
-    def _mmd_backward_fake(grad, x, y, sigma2, weights, estimator):
-        return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(y, memory_format=torch.contiguous_format)
+    def _mmd_backward_fake(grad, x, y, sigma2, weights, estimator, grad_x=True, grad_y=True):
+        return _gradient_fake(x, grad_x), _gradient_fake(y, grad_y)
+
+    def _no_double_backward():
+        # With create_graph=True, backward runs with grad mode on; the saved gradients are constants
+        # for autograd, so a second derivative through them would be silently wrong (zero).
+        if torch.is_grad_enabled():
+            raise NotImplementedError(
+                f"{_OP}: double backward (create_graph=True) is not implemented for the compiled MMD; "
+                "use sim2real_fast.reference.mmd for higher-order gradients"
+            )
 
     def _mmd_setup_context(ctx, inputs, output):
         x, y, sigma2, weights, estimator = inputs
@@ -166,37 +193,40 @@ if _extension.HAS_EXTENSION:
         ctx.estimator = estimator
 
     def _mmd_backward(ctx, grad):
+        _no_double_backward()
         x, y, sigma2, weights = ctx.saved_tensors
-        gx, gy = torch.ops.sim2real_fast._mmd_backward(grad, x, y, sigma2, weights, ctx.estimator)
-        return gx, gy, None, None, None
+        grad_x, grad_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx, gy = torch.ops.sim2real_fast._mmd_backward(grad, x, y, sigma2, weights, ctx.estimator, grad_x, grad_y)
+        return gx if grad_x else None, gy if grad_y else None, None, None, None
 
     torch.library.register_autograd("sim2real_fast::mmd", _mmd_backward, setup_context=_mmd_setup_context)
 
     @torch.library.register_fake("sim2real_fast::_mmd_with_grad")
-    def _mmd_with_grad_fake(x, y, sigma2, weights, estimator):
-        return _mmd_fake(x, y, sigma2, weights, estimator), *_mmd_backward_fake(None, x, y, sigma2, weights, estimator)
+    def _mmd_with_grad_fake(x, y, sigma2, weights, estimator, grad_x=True, grad_y=True):
+        return _mmd_fake(x, y, sigma2, weights, estimator), *_mmd_backward_fake(None, x, y, sigma2, weights, estimator, grad_x, grad_y)
 
     def _mmd_with_grad_setup_context(ctx, inputs, output):
-        x, y, sigma2, weights, estimator = inputs
+        x, y, sigma2, weights, estimator, grad_x, grad_y = inputs
         _, gx, gy = output
         ctx.mark_non_differentiable(gx, gy)
         ctx.set_materialize_grads(False)  # no zero-filled (n, d) and (m, d) grads for gx and gy
         ctx.save_for_backward(x, y, sigma2, weights)
         ctx.estimator = estimator
-        ctx.gradients = (gx, gy)
+        ctx.gradients = (gx if grad_x else None, gy if grad_y else None)
 
     def _mmd_with_grad_backward(ctx, grad, _grad_gx, _grad_gy):
         if grad is None:  # grads are not materialised: nothing flowed into the value
-            return None, None, None, None, None
+            return None, None, None, None, None, None, None
+        _no_double_backward()
         if ctx.gradients is None:  # a second backward through the graph (retain_graph): recompute
-            return _mmd_backward(ctx, grad)
+            return *_mmd_backward(ctx, grad), None, None
         gx, gy = ctx.gradients
         ctx.gradients = None
         # Rebinding frees each saved buffer as soon as its scaled copy exists: the peak stays at
         # 1.5 sets of gradients (n = m) instead of 2, and the op's outputs are never mutated.
-        gx = gx * grad
-        gy = gy * grad
-        return gx, gy, None, None, None
+        gx = None if gx is None or not ctx.needs_input_grad[0] else gx * grad
+        gy = None if gy is None or not ctx.needs_input_grad[1] else gy * grad
+        return gx, gy, None, None, None, None, None
 
     torch.library.register_autograd(
         "sim2real_fast::_mmd_with_grad", _mmd_with_grad_backward, setup_context=_mmd_with_grad_setup_context

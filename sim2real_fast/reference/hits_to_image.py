@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-NORMALIZATIONS = (None, "log1p", "incident", "sum")
+from ..ops.hits_to_image import NORMALIZATIONS  # noqa: F401  (re-exported: io reads it from here)
 
 _OP = "sim2real_fast.hits_to_image"
 

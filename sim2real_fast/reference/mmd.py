@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-_SCALES = (0.125, 0.25, 0.5, 1.0, 2.0)
+from ..ops.mmd import DEFAULT_KERNEL_SCALES
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,7 @@ def mmd(
     *,
     estimator: str = "unbiased",
     bandwidth: str | float | torch.Tensor = "mean",
-    kernel_scales: Sequence[float] = _SCALES,
+    kernel_scales: Sequence[float] = DEFAULT_KERNEL_SCALES,
     weights: Sequence[float] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Same contract as :func:`sim2real_fast.mmd`, computed naively (O(K n m) memory)."""

@@ -8,9 +8,9 @@
 
 #include <string_view>
 
-namespace sim2real_fast::hits {
+#include "sim2real_fast/hits_to_image_math.h"
 
-enum class Normalize { kNone, kLog1p, kIncident, kSum };
+namespace sim2real_fast::hits {
 
 // Checked, contiguous arguments of one call.
 struct Args {

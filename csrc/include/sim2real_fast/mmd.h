@@ -1,12 +1,12 @@
-// Multi-kernel Gaussian MMD^2: a device-generic tiled driver plus per-device tile kernels.
+// Multi-kernel Gaussian MMD^2: device-generic checks and bookkeeping plus per-device passes.
 //
-// Kernel: k(a, b) = sum_k w_k exp(c_k ||a - b||^2) with c_k = -1 / (2 sigma2_k).
-// The quadratic estimators walk (tile x tile) blocks of the pair matrices. For each block the
-// driver centres the rows by the pooled mean (distances are translation invariant, centring keeps
-// ||a||^2 + ||b||^2 - 2 a.b accurate), writes the block of dot products into a reusable scratch
-// buffer with one GEMM, and hands it to the device's tile kernel, which turns it into distances,
-// kernel values and their sum and/or the gradient coefficients (applied by two more GEMMs).
-// No n x m matrix exists at any time: memory is O((n + m) d) plus one tile.
+// Kernel: k(a, b) = sum_k w_k exp(c_k ||a - b||^2) with c_k = -1 / (2 sigma2_k); element math in
+// sim2real_fast/mmd_math.h. The quadratic estimators walk (tile x tile) blocks of the upper
+// triangle of the pooled pair matrix (x-x and y-y upper triangles, x-y whole). Per block the rows
+// are centred by the pooled mean (distances are translation invariant; centring keeps
+// ||a||^2 + ||b||^2 - 2 a.b accurate), one GEMM gives the dot products, one fused pass turns them
+// into kernel sums and/or gradient coefficients C, and GEMMs apply C to the rows. No n x m matrix
+// exists at any time: memory is O((n + m) d) plus a few tiles.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,8 +21,8 @@ enum class Estimator { kUnbiased, kBiased, kLinear };
 // Parses "unbiased" / "biased" / "linear"; anything else is an error naming the argument.
 Estimator parse_estimator(c10::string_view estimator);
 
-// What a device pass computes: the kernel sums, the gradient coefficients, or both from one
-// evaluation of the exponentials (the fused forward used when the inputs require grad).
+// What a pass computes: the kernel sums, the gradient coefficients, or both from one evaluation of
+// the exponentials (the fused forward used when the inputs require grad).
 struct Mode {
   bool sum;
   bool grad;
@@ -36,40 +36,49 @@ auto with_mode(Mode mode, Fn&& fn) {
   return fn.template operator()<false, true>();
 }
 
-// The device-specific pieces. Tensors handed to them are contiguous and of one dtype and device.
+// Slots of the pair sums: x-x (unordered pairs i < j), y-y (likewise), x-y (all pairs).
+enum Slot : int { kXX = 0, kYY = 1, kXY = 2 };
+
+// One pass over the pairs. Tensors are contiguous, detached, of one dtype and device.
+struct Pass {
+  at::Tensor x, y;      // (n, d), (m, d)
+  at::Tensor c, w;      // (K,) exponent coefficients and weights, widest kernel first
+  bool doubling;        // c[q] == 2 c[q - 1] exactly: one exponential per pair (mmd_math.h)
+  at::Tensor mean;      // (d,) pooled mean (quadratic estimators)
+  Mode mode;
+  bool grad_x, grad_y;  // which gradients the pass accumulates (mode.grad only)
+  // Gradient coefficient per slot: d(MMD^2)/d(d_ij) of one visited pair times 2 (d d_ij / d a_i =
+  // 2 (a_i - b_j)), times 2 for the unordered within-domain pairs; for "linear", scale[0] = 1 / L.
+  double scale[3];
+  at::Tensor acc;       // float64 (3,) pair sums (mode.sum), on the device
+  at::Tensor gx, gy;    // zero-initialised gradients, defined where grad_x / grad_y
+};
+
+// The device-specific passes.
 struct Backend {
-  int64_t tile_rows;  // rows (and columns) of one block of the pair matrix
-
-  // Over the (TI, TJ) block, with d_ij = max(na_i + nb_j - 2 dot_ij, 0) and strict_upper keeping
-  // only j > i (diagonal blocks of a within-domain matrix):
-  //   mode.sum:  acc[slot] += sum_ij k(d_ij)   (acc: float64 (3,));
-  //   mode.grad: dot_ij <- scale * dk/dd(d_ij) in place, 0 where strict_upper masks.
-  void (*tile)(at::Tensor& dot, const at::Tensor& na, const at::Tensor& nb, const at::Tensor& c,
-               const at::Tensor& w, bool strict_upper, Mode mode, double scale, at::Tensor& acc,
-               int64_t slot);
-
-  // Linear-time estimator on `pairs` consecutive pairs (x_2l, x_2l+1, y_2l, y_2l+1):
-  //   mode.sum:  acc[0] += sum_l h_l;
-  //   mode.grad: gx, gy (zero-initialised) <- scale * dh/dx, dh/dy summed over the pairs.
-  void (*linear)(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c,
-                 const at::Tensor& w, int64_t pairs, Mode mode, double scale, at::Tensor& acc,
-                 at::Tensor& gx, at::Tensor& gy);
+  // Quadratic estimators: acc[slot] += the slot's kernel sum; gx, gy += the gradients.
+  void (*quadratic)(Pass& pass);
+  // Linear estimator on `pairs` quadruples (x_2l, x_2l+1, y_2l, y_2l+1): acc[0] += sum_l h_l;
+  // gx, gy += scale[0] * dh_l/dx, dh_l/dy.
+  void (*linear)(Pass& pass, int64_t pairs);
 };
 
 // sigma2 (K,), weights (K,): per-kernel squared bandwidths and weights. Returns a 0-dim tensor.
 at::Tensor forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
                    const at::Tensor& weights, c10::string_view estimator, const Backend& backend);
 
-// MMD^2 and its gradients with respect to x and y in one pass over the blocks.
+// MMD^2 and its gradients with respect to x and y in one pass over the blocks; a gradient that is
+// not asked for (grad_x / grad_y false) is not computed and returned as an empty (0,) tensor.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_with_grad(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2, const at::Tensor& weights,
-    c10::string_view estimator, const Backend& backend);
+    c10::string_view estimator, bool grad_x, bool grad_y, const Backend& backend);
 
-// Gradients of grad * MMD^2 with respect to x and y (sigma2 and weights are constants).
+// Gradients of grad * MMD^2 with respect to x and y (sigma2 and weights are constants); as above
+// for grad_x / grad_y.
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x,
                                             const at::Tensor& y, const at::Tensor& sigma2,
                                             const at::Tensor& weights, c10::string_view estimator,
-                                            const Backend& backend);
+                                            bool grad_x, bool grad_y, const Backend& backend);
 
 // The three ops bound to one device's backend, for TORCH_LIBRARY_IMPL.
 template <const Backend& kBackend>
@@ -80,14 +89,15 @@ struct BoundOps {
   }
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> value_and_grad(
       const at::Tensor& x, const at::Tensor& y, const at::Tensor& sigma2,
-      const at::Tensor& weights, c10::string_view estimator) {
-    return forward_with_grad(x, y, sigma2, weights, estimator, kBackend);
+      const at::Tensor& weights, c10::string_view estimator, bool grad_x, bool grad_y) {
+    return forward_with_grad(x, y, sigma2, weights, estimator, grad_x, grad_y, kBackend);
   }
   static std::tuple<at::Tensor, at::Tensor> grad(const at::Tensor& grad, const at::Tensor& x,
                                                  const at::Tensor& y, const at::Tensor& sigma2,
                                                  const at::Tensor& weights,
-                                                 c10::string_view estimator) {
-    return backward(grad, x, y, sigma2, weights, estimator, kBackend);
+                                                 c10::string_view estimator, bool grad_x,
+                                                 bool grad_y) {
+    return backward(grad, x, y, sigma2, weights, estimator, grad_x, grad_y, kBackend);
   }
 };
 

@@ -4,7 +4,8 @@
 // Per event and layer l (cells i of the layer, energies e_i, coordinates (x_i, y_i)):
 //   E = sum e_i,  c_x = sum e_i x_i / E,  w_x = sqrt(max(sum e_i x_i^2 / E - c_x^2, 0))  (y alike),
 //   sparsity = #(e_i > threshold) / #cells; centroids and widths are 0 where E == 0.
-// Per event: total = sum of all cells, max_fraction = max_i e_i / total (0 where total == 0).
+// Per event: total = sum of all cells, max_fraction = max_i e_i / total (0 where total == 0);
+// the max cell is the first maximal cell, NaN counting as the largest value (as torch.argmax).
 // Sums are accumulated in double (on both devices), so the one-pass width does not cancel in float32.
 #pragma once
 
@@ -23,33 +24,33 @@ namespace sim2real_fast::shower_features {
 enum LayerColumn : int { kEnergy = 0, kCentroidX, kCentroidY, kWidthX, kWidthY, kSparsity, kLayerStats };
 enum EventColumn : int { kTotal = 0, kMaxFraction, kEventStats };
 
-constexpr const char* kOp = "sim2real_fast::shower_features";
-constexpr const char* kBackwardOp = "sim2real_fast::_shower_features_backward";
+constexpr const char* kOp = "sim2real_fast.shower_features";
+constexpr const char* kBackwardOp = "sim2real_fast._shower_features_backward";
 
 // images (N, n_cells) float32/float64, layer_offsets (L + 1) from 0 to n_cells, non-decreasing,
 // coords (n_cells, 2) with the dtype and device of images.
 inline void check_inputs(const char* op, const at::Tensor& images, c10::IntArrayRef layer_offsets,
                          const at::Tensor& coords) {
-  TORCH_CHECK(images.dim() == 2, op, ": images must be 2-D (N, n_cells), got shape ", images.sizes());
-  TORCH_CHECK(images.scalar_type() == at::kFloat || images.scalar_type() == at::kDouble, op,
-              ": images must be float32 or float64, got ", images.scalar_type());
+  TORCH_CHECK_VALUE(images.dim() == 2, op, ": images must be 2-D (N, n_cells), got shape ", images.sizes());
+  TORCH_CHECK_TYPE(images.scalar_type() == at::kFloat || images.scalar_type() == at::kDouble, op,
+                   ": images must be a floating-point tensor (float32 or float64), got ", images.scalar_type());
   const int64_t n_cells = images.size(1);
-  TORCH_CHECK(n_cells >= 1 && n_cells < (int64_t{1} << 31), op,
+  TORCH_CHECK_VALUE(n_cells >= 1 && n_cells < (int64_t{1} << 31), op,
               ": images must have between 1 and 2^31 - 1 cells, got shape ", images.sizes());
-  TORCH_CHECK(layer_offsets.size() >= 2, op,
+  TORCH_CHECK_VALUE(layer_offsets.size() >= 2, op,
               ": layer_offsets must have n_layers + 1 >= 2 entries, got ", layer_offsets.size());
-  TORCH_CHECK(layer_offsets.front() == 0, op, ": layer_offsets must start at 0, got ", layer_offsets);
+  TORCH_CHECK_VALUE(layer_offsets.front() == 0, op, ": layer_offsets must start at 0, got ", layer_offsets);
   for (size_t l = 1; l < layer_offsets.size(); ++l) {
-    TORCH_CHECK(layer_offsets[l] >= layer_offsets[l - 1], op,
+    TORCH_CHECK_VALUE(layer_offsets[l] >= layer_offsets[l - 1], op,
                 ": layer_offsets must be non-decreasing, got ", layer_offsets);
   }
-  TORCH_CHECK(layer_offsets.back() == n_cells, op, ": layer_offsets must end at n_cells = ", n_cells,
+  TORCH_CHECK_VALUE(layer_offsets.back() == n_cells, op, ": layer_offsets must end at n_cells = ", n_cells,
               " (images ", images.sizes(), "), got ", layer_offsets.back());
-  TORCH_CHECK(coords.dim() == 2 && coords.size(0) == n_cells && coords.size(1) == 2, op,
+  TORCH_CHECK_VALUE(coords.dim() == 2 && coords.size(0) == n_cells && coords.size(1) == 2, op,
               ": coords must be (n_cells, 2) = (", n_cells, ", 2), got shape ", coords.sizes());
-  TORCH_CHECK(coords.scalar_type() == images.scalar_type(), op, ": coords must have the dtype of images (",
+  TORCH_CHECK_TYPE(coords.scalar_type() == images.scalar_type(), op, ": coords must have the dtype of images (",
               images.scalar_type(), "), got ", coords.scalar_type());
-  TORCH_CHECK(coords.device() == images.device(), op, ": coords must be on the device of images (",
+  TORCH_CHECK_VALUE(coords.device() == images.device(), op, ": coords must be on the device of images (",
               images.device(), "), got ", coords.device());
 }
 
@@ -57,8 +58,8 @@ inline void check_inputs(const char* op, const at::Tensor& images, c10::IntArray
 inline void check_like(const char* name, const at::Tensor& t, c10::IntArrayRef shape,
                        const at::Tensor& like, bool integer = false) {
   const auto dtype = integer ? at::kLong : like.scalar_type();
-  TORCH_CHECK(t.sizes() == shape, kBackwardOp, ": ", name, " must have shape ", shape, ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == dtype && t.device() == like.device(), kBackwardOp, ": ", name, " must be ",
+  TORCH_CHECK_VALUE(t.sizes() == shape, kBackwardOp, ": ", name, " must have shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype && t.device() == like.device(), kBackwardOp, ": ", name, " must be ",
               dtype, " on ", like.device(), ", got ", t.scalar_type(), " on ", t.device());
 }
 
@@ -74,6 +75,15 @@ inline void check_backward_inputs(const at::Tensor& grad_layer_stats, const at::
   check_like("layer_stats", layer_stats, {n, n_layers, kLayerStats}, images);
   check_like("event_stats", event_stats, {n, kEventStats}, images);
   check_like("max_cell", max_cell, {n}, images, /*integer=*/true);
+}
+
+// Whether cell i with value v replaces the current maximum `best` at cell best_i: a larger value,
+// or an equal one at a lower cell; NaN counts as the largest value (the first NaN cell wins).
+template <typename T>
+C10_HOST_DEVICE bool takes_max(T v, int64_t i, T best, int64_t best_i) {
+  const bool v_nan = v != v, best_nan = best != best;
+  if (v_nan || best_nan) return v_nan && (!best_nan || i < best_i);
+  return v > best || (v == best && i < best_i);
 }
 
 struct LayerSums {
