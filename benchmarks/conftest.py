@@ -147,9 +147,17 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "version": sim2real_fast.__version__,
         "build_info": sim2real_fast.build_info(),
         "peers": peers.versions(),
-        "load_average_start": os.getloadavg()[0],
-        "other_busy_processes": _busy_processes(),
+        "load_average_start": _AT_START["load"],
+        "other_busy_processes": _AT_START["busy"],
     }
+
+
+_AT_START: dict = {}
+
+
+def pytest_sessionstart(session):
+    """The machine's load when the run starts (machine info is written at the end)."""
+    _AT_START.update(load=os.getloadavg()[0], busy=_busy_processes())
 
 
 def _busy_processes() -> int:
