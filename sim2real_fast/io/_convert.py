@@ -9,7 +9,7 @@ import torch
 
 from ..geometry import Geometry
 from ..ops import hits_to_image
-from ..reference.hits_to_image import NORMALIZATIONS
+from ..ops.hits_to_image import NORMALIZATIONS
 from ._errors import BadEnergyError
 
 BAD_ENERGY = ("error", "drop", "clip")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.hits_to_image import NORMALIZATIONS  # noqa: F401  (re-exported: io reads it from here)
-
 _OP = "sim2real_fast.hits_to_image"
 
 
