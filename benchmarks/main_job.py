@@ -91,7 +91,7 @@ def summarise(case: str, results: dict, command: str) -> list[str]:
         wins = entry.get("vs_source_only", {}).get("target_accuracy", {}).get("wins", float("nan"))
         lines.append(f"- best adaptation method: {best}, {100 * entry['gap_recovered']:.1f}% of the gap, "
                      f"Δ accuracy {_interval(entry)} points, beats source_only in {100 * wins:.0f}% of instances")
-    if case.startswith("stress"):
+    if case == "stress":
         ok_gap = drop >= 0.08 or em_drop >= 0.05
         lines.append(f"- target: source_only loses >= 8 points or >= 0.05 e/γ AUC: {100 * drop:.1f} points, "
                      f"{em_drop:.3f} AUC: {'PASS' if ok_gap else 'FAIL'}")

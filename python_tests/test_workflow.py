@@ -48,11 +48,13 @@ def test_quick_command_end_to_end(tmp_path, capsys):
                     "train_seconds", "energy_joules"):
             assert entry[key] is not None and math.isfinite(entry[key]), (method, key)
         assert 0.0 <= entry["target_accuracy"] <= 1.0 and method in printed
-        assert entry["gap_recovered"] is not None
         assert set(entry["selection"]) >= {"source_accuracy", "im", "snd", "dev"}
-    assert results["methods"]["source_only"]["gap_recovered"] == pytest.approx(0.0)
-    assert results["methods"]["target_oracle"]["gap_recovered"] == pytest.approx(1.0)
     report = (out / "report.md").read_text()
+    if results["methods"]["target_oracle"]["gap_recovered"] is None:  # a gap within the test set's noise
+        assert "cannot resolve" in report
+    else:
+        assert results["methods"]["source_only"]["gap_recovered"] == pytest.approx(0.0)
+        assert results["methods"]["target_oracle"]["gap_recovered"] == pytest.approx(1.0)
     for figure in ("roc.png", "embeddings.png", "distributions.png", "training.png"):
         assert (out / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"figures/{figure}" in report

@@ -169,3 +169,19 @@ def test_tuning_simulates_only_the_dev_detector(tmp_path, monkeypatch):
     assert "selection:" in chosen and "coral_weight:" in chosen
     configs = [json.loads(p.read_text()) for p in (tmp_path / "work").glob("*/run.json")]
     assert {c["preset"] for c in configs} == {"dev"} and {c["data_seed"] for c in configs} == {100}
+
+
+def test_gap_recovered_only_for_a_gap_the_test_set_resolves():
+    from sim2real_fast.workflow.runner import _add_gap_recovered
+
+    def runs(low, high, method, n_test):
+        return {name: [{"detector_seed": 0, "seed": 0, "target_accuracy": value, "n_test": n_test}]
+                for name, value in (("source_only", low), ("target_oracle", high), ("coral", method))}
+
+    resolved = runs(0.70, 0.80, 0.75, 5000)  # 10 points; 2 sigma of the difference is 1.7 points
+    _add_gap_recovered(resolved)
+    assert resolved["coral"][0]["gap_recovered"] == pytest.approx(0.5)
+    assert resolved["target_oracle"][0]["gap_recovered"] == pytest.approx(1.0)
+    tiny = runs(0.790, 0.793, 0.80, 10000)  # 0.3 points; 2 sigma is 1.2 points
+    _add_gap_recovered(tiny)
+    assert all(tiny[m][0]["gap_recovered"] is None for m in tiny)

@@ -87,7 +87,7 @@ def evaluate_fit(fit: FitResult, data: RunData, *, seed: int, selection: str = "
         "mmd": feature_mmd(sim_features, real_features, seed=seed),
         "two_sample_auc": two_sample_auc(sim_features, real_features, seed=seed),
         "per_class": target["per_class"], "confusion": target["confusion"],
-        "target_accuracy_last": rows[-1]["target_accuracy"],
+        "target_accuracy_last": rows[-1]["target_accuracy"], "n_test": len(data.real_test),
         "selected": {"rule": used, "stage": rows[picks[used]]["stage"], "epoch": rows[picks[used]]["epoch"],
                      "index": picks[used]},
         "selection": {name: {key: rows[i][key] for key in ("stage", "epoch", "target_accuracy")} | {"index": i}

@@ -129,13 +129,23 @@ def _summarise(per_seed: dict[str, list[dict]]) -> dict:
 
 
 def _add_gap_recovered(per_seed: dict[str, list[dict]]) -> None:
-    """gap_recovered per run against the same instance and seed's source_only and target_oracle (None without)."""
-    reference = {name: {_key(r): r["target_accuracy"] for r in per_seed.get(name, [])}
-                 for name in ("source_only", "target_oracle")}
+    """gap_recovered per run against the same instance and seed's source_only and target_oracle.
+
+    None without those references, and None when their difference is within two standard errors of a
+    difference of two test-set accuracies (sqrt(2 p (1 - p) / n_test)): a ratio to a gap the test set
+    cannot resolve would be noise (the paired differences still say what a method gained).
+    """
+    reference = {name: {_key(r): r for r in per_seed.get(name, [])} for name in ("source_only", "target_oracle")}
     for runs in per_seed.values():
         for r in runs:
             low, high = reference["source_only"].get(_key(r)), reference["target_oracle"].get(_key(r))
-            r["gap_recovered"] = None if low is None or high is None else gap_recovered(r["target_accuracy"], low, high)
+            if low is None or high is None:
+                r["gap_recovered"] = None
+                continue
+            p = (low["target_accuracy"] + high["target_accuracy"]) / 2
+            resolved = abs(high["target_accuracy"] - low["target_accuracy"]) > 2 * math.sqrt(2 * p * (1 - p) / r["n_test"])
+            r["gap_recovered"] = (gap_recovered(r["target_accuracy"], low["target_accuracy"], high["target_accuracy"])
+                                  if resolved else None)
 
 
 def machine() -> dict:
