@@ -94,6 +94,14 @@ def test_label_shift_subsamples_the_real_classes(tmp_path):
         workflow.load_data(config.replace(real_class_fractions=(0.5, 0.5)), progress=False)
 
 
+def test_bad_run_options_stop_with_one_line(tmp_path, capsys):
+    for arguments in (["--real-class-fractions", "0.5", "0.5"], ["--real-class-fractions", "0.5", "0.6", "0.1"]):
+        with pytest.raises(SystemExit):
+            cli.main(["run", "--quick", "--methods", "source_only", "--out", str(tmp_path / "bad"), *arguments])
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("sim2real run: error: ") and "real_class_fractions" in error
+
+
 def test_adapt_holds_out_a_real_test_split(tmp_path, capsys):
     sim = simulate.showers(200, seed=1, effects="nominal")
     real = simulate.showers(200, seed=2, effects="realistic")

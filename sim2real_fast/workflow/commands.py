@@ -59,7 +59,7 @@ def run_command(args: argparse.Namespace) -> int:
         args.error(str(error))
     try:
         results = run(config, resume=args.resume, progress=True, log=lambda text: print(text, file=sys.stderr))
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:  # bad files or options: one line, no traceback
         args.error(str(error))
     instances = "" if config.sim else f" x {len(config.detector_seeds)} detector instance(s)"
     print(f"\nsim2real run: {len(config.methods)} methods x {len(config.seeds)} seed(s){instances} on {config.geometry} "
