@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sim2real_fast.report import BASELINES as TRIVIAL
+
 HERE = Path(__file__).resolve().parent / "main_job"
 
 #: case -> extra ``sim2real run`` arguments.
@@ -36,7 +38,6 @@ CASES = {
     "realistic": ["--preset", "realistic"],
     "stress-label-shift": ["--preset", "stress", "--real-class-fractions", "0.2", "0.2", "0.6"],
 }
-TRIVIAL = ("mask_cells", "rescale_layers", "mask_cells+rescale_layers")
 REFERENCES = ("source_only", "target_oracle")
 
 

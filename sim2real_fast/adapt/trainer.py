@@ -28,11 +28,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import checkpoint as _checkpoint
-from .augment import CaloAugment
 from .checkpoint import Checkpoint
 from .config import AdaptConfig
 from .domain import Domain
-from .methods import Method, Stage, build
+from .methods import Method, Stage, build, train_stage
 
 __all__ = ["FitResult", "Step", "fit"]
 
@@ -188,21 +187,14 @@ class _Run:
         if "target" in sees:
             _check_domain(self.name, "target", target, labelled=False)
             self.target = target.unlabelled()
-        replacements = [(m.name, d) for m in methods if (d := m.labelled(self)) is not None]
-        self.labelled = replacements[0][1] if replacements else source
+        self.labelled = next((d for m in methods if (d := m.labelled(self)) is not None), source)
         for name, domain in (("target", self.target), ("target_labelled", self.target_labelled),
                              ("randomized_source", self.randomized_source)):
             if domain is not None and domain.inputs.shape[1:] != source.inputs.shape[1:]:
                 raise ValueError(f"fit({self.name!r}): {name} inputs are (N, {tuple(domain.inputs.shape[1:])}) "
                                  f"but source inputs are (N, {tuple(source.inputs.shape[1:])})")
-        self.augment = augment
-        if augment is None and any(m.name == "simclr" for m in methods):
-            if getattr(model, "geometry", None) is None:
-                raise ValueError(f"fit({self.name!r}): the model has no .geometry for the default CaloAugment; "
-                                 "pass augment=")
-            self.augment = CaloAugment(model.geometry)
-        train = Stage("train", 10, config.epochs, config.lr, "train")
-        self.stages = sorted([train, *(s for m in methods for s in m.stages())], key=lambda s: s.rank)
+        self.augment = augment  # a method that needs one and gets None sets its default in prepare()
+        self.stages = sorted([train_stage(config), *(s for m in methods for s in m.stages())], key=lambda s: s.rank)
         self.plan = [_Epoch(stage, (r - 1) * stage.epochs + e + 1, r)
                      for stage in self.stages for r in range(1, stage.rounds + 1) for e in range(stage.epochs)]
         self.summary = {
@@ -219,6 +211,10 @@ class _Run:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def owner(self, stage: Stage) -> Method:
+        """The method that runs ``stage``'s epochs (a stage with an ``owner``)."""
+        return next(m for m in self.methods if m.name == stage.owner)
 
     def n_batches(self, n: int) -> int:
         return _n_batches(n, self.config.batch_size)
@@ -255,8 +251,7 @@ class _Run:
             if stage.owner is None:
                 params += supervised
             else:
-                owner = next(m for m in self.methods if m.name == stage.owner)
-                for name, module in owner.stage_modules(self, stage).items():
+                for name, module in self.owner(stage).stage_modules(self, stage).items():
                     self.heads[name] = module
                     params += list(module.parameters())
             self.optimizers[stage.optimizer] = adam(params, stage.lr)
@@ -326,7 +321,7 @@ class _Run:
                 if spec.stage.owner is None:
                     record = self._supervised_epoch(spec, bar)
                 else:
-                    record = next(m for m in self.methods if m.name == spec.stage.owner).run_epoch(self, spec.stage, bar)
+                    record = self.owner(spec.stage).run_epoch(self, spec.stage, bar)
                 for method in self.methods:
                     record.update(method.epoch_record())
                 record = {"stage": spec.stage.name, "epoch": spec.epoch, "iteration": spec.round, **record}
@@ -350,7 +345,7 @@ class _Run:
 
     def _steps(self, stage: Stage) -> int:
         if stage.owner is not None:
-            return next(m for m in self.methods if m.name == stage.owner).steps(self)
+            return self.owner(stage).steps(self)
         return self.n_batches(len(self.source))
 
     def _supervised_epoch(self, spec: _Epoch, bar) -> dict:

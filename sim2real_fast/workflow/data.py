@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -13,7 +14,8 @@ from .. import io, simulate
 from ..adapt import Domain
 from .config import RunConfig
 
-__all__ = ["RunData", "load_data", "load_sim", "particle_names", "read_domain", "simulate_domain"]
+__all__ = ["RunData", "SimSide", "load_data", "load_sim", "particle_names", "randomized_copy", "read_domain",
+           "simulate_domain"]
 
 _CHUNK = 10_000  # showers simulated per progress step
 
@@ -105,10 +107,7 @@ def particle_names(n_classes: int) -> tuple[str, ...]:
 
 def _class_fractions(labels: torch.Tensor, fractions: tuple[float, ...], generator: torch.Generator) -> torch.Tensor:
     """Sorted indices of the largest subsample of (N,) labels whose class fractions are ``fractions``."""
-    n_classes = len(fractions)
-    if int(labels.max()) >= n_classes:
-        raise ValueError(f"real_class_fractions: {n_classes} fractions, but the real events have label {int(labels.max())}")
-    counts = torch.bincount(labels, minlength=n_classes)
+    counts = torch.bincount(labels, minlength=len(fractions))
     total = min(int(counts[c]) / f for c, f in enumerate(fractions) if f > 0)
     picks = []
     for c, f in enumerate(fractions):
@@ -117,8 +116,25 @@ def _class_fractions(labels: torch.Tensor, fractions: tuple[float, ...], generat
     return torch.cat(picks).sort().values
 
 
-def load_sim(config: RunConfig, *, progress: bool = True) -> tuple:
-    """``(geometry, class_names, sim_train, sim_val, randomized, sim_file)``: the sim side of a run."""
+class SimSide(NamedTuple):
+    """The sim side of a run, shared by every real detector instance (fields as in :class:`RunData`)."""
+
+    geometry: _geometry.Geometry
+    class_names: tuple[str, ...]
+    sim_train: Domain
+    sim_val: Domain
+    randomized: Domain | None
+    sim_file: Path
+
+
+def randomized_copy(domain: Domain, geometry, *, seed: int) -> Domain:
+    """``domain``'s events with the prior's image-level residuals drawn per event (users' sim files)."""
+    return Domain(simulate.randomize_images(domain.inputs, geometry, seed=seed), domain.labels, domain.energy,
+                  "randomized")
+
+
+def load_sim(config: RunConfig, *, progress: bool = True) -> SimSide:
+    """Simulate or read the sim domain of ``config``, split it, and draw the randomised sim if a method needs it."""
     geometry = _geometry.get(config.geometry)
     if config.sim is None:
         sim_file = _simulated(Path(config.out) / "data" / "sim.root", config.events, geometry=geometry,
@@ -136,12 +152,11 @@ def load_sim(config: RunConfig, *, progress: bool = True) -> tuple:
                                       seed=config.data_seed + 2, description="randomised sim", progress=progress)
             randomized = Domain(showers.images, showers.labels, showers.energy.float(), "randomized")
         else:  # the user's sim events, with the image-level residuals of the prior drawn per event
-            images = simulate.randomize_images(sim_train.inputs, geometry, seed=config.data_seed + 2)
-            randomized = Domain(images, sim_train.labels, sim_train.energy, "randomized")
-    return geometry, class_names, sim_train, sim_val, randomized, sim_file
+            randomized = randomized_copy(sim_train, geometry, seed=config.data_seed + 2)
+    return SimSide(geometry, class_names, sim_train, sim_val, randomized, sim_file)
 
 
-def load_data(config: RunConfig, *, detector_seed: int | None = None, sim: tuple | None = None,
+def load_data(config: RunConfig, *, detector_seed: int | None = None, sim: SimSide | None = None,
               progress: bool = True) -> RunData:
     """Simulate or read the domains of ``config`` for one real detector instance and split them.
 

@@ -142,10 +142,10 @@ def _add_gap_recovered(per_seed: dict[str, list[dict]]) -> None:
             if low is None or high is None:
                 r["gap_recovered"] = None
                 continue
-            p = (low["target_accuracy"] + high["target_accuracy"]) / 2
-            resolved = abs(high["target_accuracy"] - low["target_accuracy"]) > 2 * math.sqrt(2 * p * (1 - p) / r["n_test"])
-            r["gap_recovered"] = (gap_recovered(r["target_accuracy"], low["target_accuracy"], high["target_accuracy"])
-                                  if resolved else None)
+            low, high = low["target_accuracy"], high["target_accuracy"]
+            p = (low + high) / 2
+            resolved = abs(high - low) > 2 * math.sqrt(2 * p * (1 - p) / r["n_test"])
+            r["gap_recovered"] = gap_recovered(r["target_accuracy"], low, high) if resolved else None
 
 
 def machine() -> dict:

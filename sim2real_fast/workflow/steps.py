@@ -15,12 +15,12 @@ import torch
 
 from .. import geometry as _geometry
 from .. import io
-from ..adapt import AdaptConfig, Domain, fit, parse_method
+from ..adapt import AdaptConfig, fit, parse_method
 from ..evaluate import (EnergyMeter, classification_metrics, feature_mmd, gap_alarm, particle_metrics,
                         proxy_a_distance, two_sample_auc)
 from ..io._atomic import atomic_path
 from ..models import CaloCNN, predict
-from .data import particle_names, read_domain
+from .data import particle_names, randomized_copy, read_domain
 
 __all__ = ["adapt_step", "evaluate_step", "load_model"]
 
@@ -69,10 +69,7 @@ def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: s
             Path(tmp).write_text(json.dumps(split) + "\n")
     randomized = None
     if "domain_randomization" in methods:
-        from .. import simulate
-
-        randomized = Domain(simulate.randomize_images(source.inputs, geometry, seed=config.seed + 2), source.labels,
-                            source.energy, "randomized")
+        randomized = randomized_copy(source, geometry, seed=config.seed + 2)
     class_names = particle_names(int(source.labels.max()) + 1)
     if not resume:
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)

@@ -20,10 +20,10 @@ from . import (  # noqa: F401  (each import registers its method)
     source_only,
     target_oracle,
 )
-from .base import REGISTRY, Extra, Method, Stage, register
+from .base import REGISTRY, Extra, Method, Stage, register, train_stage
 
 __all__ = ["ALIGNMENTS", "METHODS", "REGISTRY", "Extra", "Method", "Stage", "build", "parse_method", "register",
-           "stages"]
+           "stages", "train_stage"]
 
 #: The built-in methods, in the canonical order of a combination (``Method.order``; registered ones join it).
 METHODS = tuple(sorted(REGISTRY, key=lambda name: REGISTRY[name].order))
@@ -62,6 +62,6 @@ def stages(methods: tuple[str, ...], config=None) -> tuple[str, ...]:
     """The names of the stages a parsed method runs, in order (every fit has "train")."""
     from ..config import AdaptConfig
 
-    objects = [REGISTRY[name](config or AdaptConfig()) for name in methods]
-    found = [Stage("train", 10, 1, 1.0, "train"), *(s for m in objects for s in m.stages())]
+    config = config or AdaptConfig()
+    found = [train_stage(config), *(s for name in methods for s in REGISTRY[name](config).stages())]
     return tuple(s.name for s in sorted(found, key=lambda s: s.rank))

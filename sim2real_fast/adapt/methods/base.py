@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..domain import Domain
     from ..trainer import Step, _Run
 
-__all__ = ["Extra", "Method", "REGISTRY", "Stage", "register"]
+__all__ = ["Extra", "Method", "REGISTRY", "Stage", "register", "train_stage"]
 
 #: name -> method class, filled by :func:`register` as the method modules are imported.
 REGISTRY: dict[str, type[Method]] = {}
@@ -49,6 +49,11 @@ class Stage:
     optimizer: str
     rounds: int = 1
     owner: str | None = None
+
+
+def train_stage(config: AdaptConfig) -> Stage:
+    """The "train" stage every fit has: ``config.epochs`` supervised epochs at ``config.lr``."""
+    return Stage("train", 10, config.epochs, config.lr, "train")
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,10 @@ class Method:
 
     def run_epoch(self, run: _Run, stage: Stage, bar) -> dict:
         """One epoch of a stage this method owns; returns its history record ("steps", "loss", ...)."""
+        raise NotImplementedError(f"{self.name} owns no stage")
+
+    def steps(self, run: _Run) -> int:
+        """Steps of one epoch of a stage this method owns (the progress bar's length)."""
         raise NotImplementedError(f"{self.name} owns no stage")
 
     def epoch_record(self) -> dict:

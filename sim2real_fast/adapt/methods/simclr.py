@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..augment import CaloAugment
 from .base import Method, Stage, register
 
 
@@ -51,6 +52,13 @@ class SimCLR(Method):
     def stages(self):
         c = self.config
         return (Stage("pretrain", 0, c.simclr_epochs, c.simclr_lr, "pretrain", owner=self.name),)
+
+    def prepare(self, run) -> None:
+        if run.augment is None:
+            if getattr(run.model, "geometry", None) is None:
+                raise ValueError(f"fit({run.name!r}): the model has no .geometry for the default CaloAugment; "
+                                 "pass augment=")
+            run.augment = CaloAugment(run.model.geometry)
 
     def stage_modules(self, run, stage):
         return {"projection": ProjectionHead(run.model.n_features, self.config.simclr_projection)}
