@@ -5,6 +5,7 @@
 >>> real = simulate.showers(10_000, seed=1, effects="realistic")   # a "real" detector
 >>> sim.images.shape, sim.labels[:5], sim.energy[:5]                # (N, 504) MeV, 0/1/2, GeV
 >>> randomised = simulate.showers(10_000, seed=2, effects=simulate.PRIOR)
+>>> pairs = simulate.paired_showers(1_000, seed=3)                  # the same showers, sim and real
 >>> maps = simulate.dqm_maps(500, domain="real", seed=0)           # HCAL occupancy + fault labels
 """
 
@@ -14,7 +15,7 @@ from .knobs import Randomized
 from .medium import PB_LAR, Medium
 from .presets import DEV_SEEDS, PRESETS, PRIOR, prior_effects, real_effects
 from .randomize import IMAGE_LEVEL_FAMILIES, SHOWER_LEVEL_FAMILIES, randomize_images
-from .showers import PARTICLES, ShowerPhysics, SimulatedShowers, showers
+from .showers import PARTICLES, PairedShowers, ShowerPhysics, SimulatedShowers, paired_showers, showers
 
 __all__ = [
     "DEV_SEEDS",
@@ -28,11 +29,13 @@ __all__ = [
     "DQMMaps",
     "DetectorEffects",
     "Medium",
+    "PairedShowers",
     "Randomized",
     "ShowerPhysics",
     "SimulatedShowers",
     "active_mask",
     "dqm_maps",
+    "paired_showers",
     "prior_effects",
     "randomize_images",
     "real_effects",

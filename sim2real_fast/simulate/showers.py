@@ -18,6 +18,7 @@ The axis enters at a Gaussian beam spot (``beam_spot_cells`` x the cell pitch pe
 Gaussian angular spread (``beam_divergence_mrad`` per axis), in both domains (Cartesian layers; cylindrical
 layers bin around the particle's axis).
 Everything is a tensor operation over a batch of events (no Python loop per event or per spot).
+:func:`paired_showers` sees the same true showers through two detectors (paired sim/real data).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .presets import PRESETS, get_effects
 from .readout import Readout, apply_readout
 from .medium import MEDIA, Medium, get_medium
 
-__all__ = ["PARTICLES", "ShowerPhysics", "SimulatedShowers", "showers"]
+__all__ = ["PARTICLES", "PairedShowers", "ShowerPhysics", "SimulatedShowers", "paired_showers", "showers"]
 
 #: Particle name -> label.
 PARTICLES = {"e+": 0, "gamma": 1, "pi+": 2}
@@ -52,6 +53,17 @@ class SimulatedShowers(NamedTuple):
     energy: torch.Tensor  # (N,) float64 incident energy in GeV
     geometry: _geometry.Geometry
     overflow: torch.Tensor  # (N,) float32 MeV deposited behind the last layer (lost), before sampling
+
+
+class PairedShowers(NamedTuple):
+    """The output of :func:`paired_showers`: the same true showers seen by two detectors.
+
+    ``sim`` and ``real`` are :class:`SimulatedShowers` of the same N events in the same order; their
+    ``labels`` and ``energy`` are equal, their ``images`` and ``overflow`` differ by the detectors' effects.
+    """
+
+    sim: SimulatedShowers
+    real: SimulatedShowers
 
 
 @dataclass(frozen=True)
@@ -227,11 +239,13 @@ def _batch(
     threshold: float,
     g: torch.Generator,
     g_cells: torch.Generator,
+    checkpoints: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (n, n_cells) MeV, overflow (n,) MeV) for one batch.
 
     Depths are in X0 (EM profiles, the MIP track) or lambda_I (the pion's interaction and non-EM
     profile), converted through the layout's slices, so each layer counts in its own medium's units.
+    ``checkpoints``: see :func:`_checkpoint` (None: the draws run straight through).
     """
     n = labels.shape[0]
     par = _draw_physics(physics, n, g)
@@ -240,6 +254,7 @@ def _batch(
     pion_em = draw(effects.pion_em_fraction_scale, n, g)
     pion_width = draw(effects.pion_width_scale, n, g)
     pion_length = draw(effects.pion_length_scale, n, g)
+    _checkpoint(g, checkpoints, 0)
     e_gev = energy.float()
     edges, t_end = layout.edges, float(layout.edges[-1])
     lambda_edges, l_end = layout.lambda_edges, float(layout.lambda_edges[-1])
@@ -285,6 +300,7 @@ def _batch(
     constant = (1 + par["em_constant"] * torch.randn(n, generator=g)).clamp_min(0)[:, None]
     visible_em = _gamma_sampling(e_em[:, None] * fraction, par["em_stochastic"][:, None] ** 2, g) * constant
     visible_had = _gamma_sampling(e_had[:, None] * fraction_had, par["had_stochastic"][:, None] ** 2, g) * constant
+    _checkpoint(g, checkpoints, 1)
 
     # MIP track of pions up to the interaction (or through the calorimeter)
     track_end = torch.where(is_pion, torch.minimum(t_int, torch.tensor(t_end)), 0.0)[:, None]
@@ -337,6 +353,21 @@ def _batch(
     return images, overflow
 
 
+def _checkpoint(g: torch.Generator, checkpoints: list[torch.Tensor] | None, index: int) -> None:
+    """Record ``g``'s state as checkpoint ``index`` (the list is that short) or restore it (it is longer).
+
+    A pair's first member records, the second restores: the draws after a checkpoint are then the
+    same in both members, whatever each consumed before it (a Randomized residual draws, a fixed one
+    does not; the Gamma sampler's rejection loop uses a number of draws that depends on its means).
+    """
+    if checkpoints is None:
+        return
+    if index < len(checkpoints):
+        g.set_state(checkpoints[index])
+    else:
+        checkpoints.append(g.get_state())
+
+
 def _deposit(
     spots: torch.Tensor, table: torch.Tensor, layout: _Layout, layer: int, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -361,6 +392,52 @@ def _deposit(
     first_of_event = torch.cumsum(spots.sum((1, 2)), 0) - spots.sum((1, 2))
     rank = torch.arange(index.shape[0]) - first_of_event[event]
     return event, rank, cell * inside, spot[:, 0] * inside
+
+
+_CELL_SEED = 0x5EED_CE11  # the readout's generator is seeded with seed + this
+
+
+def _prepare(n, geometry, physics, particles, energy_range, energy_distribution, batch_size):
+    """Checked options -> (geometry, physics, layout, particle codes, (low, high) GeV)."""
+    geometry = _geometry.get(geometry)
+    physics = physics or ShowerPhysics()
+    names = (particles,) if isinstance(particles, str) else tuple(particles)
+    unknown = [p for p in names if p not in PARTICLES]
+    if not names or unknown:
+        raise ValueError(f"particles: expected names from {list(PARTICLES)}, got {list(names)}")
+    low, high = (float(e) for e in energy_range)
+    if not 0 < low <= high:
+        raise ValueError(f"energy_range: expected 0 < low <= high (GeV), got {energy_range}")
+    if energy_distribution not in ("uniform", "log-uniform"):
+        raise ValueError(f"energy_distribution: expected 'uniform' or 'log-uniform', got {energy_distribution!r}")
+    if n < 0 or batch_size < 1:
+        raise ValueError(f"expected n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    layout = _Layout(geometry, physics.medium, physics.slice_x0)
+    codes = torch.tensor([PARTICLES[p] for p in names])
+    return geometry, physics, layout, codes, (low, high)
+
+
+def _readout(effects: DetectorEffects, geometry, layout: _Layout) -> Readout | None:
+    return None if effects == PRESETS["none"] else Readout(effects, geometry, layout.noise_scales)
+
+
+def _primaries(m: int, codes: torch.Tensor, energy_range, energy_distribution: str, g: torch.Generator):
+    """(labels (m,) int64, incident energies (m,) float64 GeV) of one batch."""
+    low, high = energy_range
+    label = codes[torch.randint(len(codes), (m,), generator=g)]
+    u = torch.rand(m, generator=g, dtype=torch.float64)
+    if energy_distribution == "uniform":
+        return label, low + (high - low) * u
+    return label, torch.exp(math.log(low) + (math.log(high) - math.log(low)) * u)
+
+
+def _joined(geometry, images, labels, energies, overflows) -> SimulatedShowers:
+    if not images:
+        return SimulatedShowers(
+            torch.zeros(0, geometry.n_cells), torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, dtype=torch.float64), geometry, torch.zeros(0),
+        )
+    return SimulatedShowers(torch.cat(images), torch.cat(labels), torch.cat(energies), geometry, torch.cat(overflows))
 
 
 def showers(
@@ -393,43 +470,82 @@ def showers(
         batch_size: events per vectorised batch (bounds memory: up to ``max_spots`` spots of ~100 bytes
             per event).
     """
-    geometry = _geometry.get(geometry)
     effects = get_effects(effects)
-    physics = physics or ShowerPhysics()
-    names = (particles,) if isinstance(particles, str) else tuple(particles)
-    unknown = [p for p in names if p not in PARTICLES]
-    if not names or unknown:
-        raise ValueError(f"particles: expected names from {list(PARTICLES)}, got {list(names)}")
-    low, high = (float(e) for e in energy_range)
-    if not 0 < low <= high:
-        raise ValueError(f"energy_range: expected 0 < low <= high (GeV), got {energy_range}")
-    if energy_distribution not in ("uniform", "log-uniform"):
-        raise ValueError(f"energy_distribution: expected 'uniform' or 'log-uniform', got {energy_distribution!r}")
-    if n < 0 or batch_size < 1:
-        raise ValueError(f"expected n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
-
-    layout = _Layout(geometry, physics.medium, physics.slice_x0)
-    readout = None if effects == PRESETS["none"] else Readout(effects, geometry, layout.noise_scales)
-    codes = torch.tensor([PARTICLES[p] for p in names])
+    geometry, physics, layout, codes, energy_range = _prepare(
+        n, geometry, physics, particles, energy_range, energy_distribution, batch_size
+    )
+    readout = _readout(effects, geometry, layout)
     g = torch.Generator().manual_seed(seed)
-    g_cells = torch.Generator().manual_seed(seed + 0x5EED_CE11)
+    g_cells = torch.Generator().manual_seed(seed + _CELL_SEED)
     images, labels, energies, overflows = [], [], [], []
     for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        label = codes[torch.randint(len(codes), (m,), generator=g)]
-        u = torch.rand(m, generator=g, dtype=torch.float64)
-        if energy_distribution == "uniform":
-            energy = low + (high - low) * u
-        else:
-            energy = torch.exp(math.log(low) + (math.log(high) - math.log(low)) * u)
+        label, energy = _primaries(min(batch_size, n - start), codes, energy_range, energy_distribution, g)
         image, overflow = _batch(label, energy, layout, physics, effects, readout, threshold_mev, g, g_cells)
         images.append(image)
         labels.append(label)
         energies.append(energy)
         overflows.append(overflow)
-    if n == 0:
-        return SimulatedShowers(
-            torch.zeros(0, geometry.n_cells), torch.zeros(0, dtype=torch.long),
-            torch.zeros(0, dtype=torch.float64), geometry, torch.zeros(0),
-        )
-    return SimulatedShowers(torch.cat(images), torch.cat(labels), torch.cat(energies), geometry, torch.cat(overflows))
+    return _joined(geometry, images, labels, energies, overflows)
+
+
+def paired_showers(
+    n: int,
+    *,
+    geometry: str | _geometry.Geometry = "calogan",
+    sim_effects: None | str | DetectorEffects = "nominal",
+    real_effects: None | str | DetectorEffects = "realistic",
+    seed: int = 0,
+    particles: str | Sequence[str] = ("e+", "gamma", "pi+"),
+    energy_range: tuple[float, float] = (1.0, 100.0),
+    energy_distribution: str = "uniform",
+    physics: ShowerPhysics | None = None,
+    threshold_mev: float = 1.0,
+    batch_size: int = 1024,
+) -> PairedShowers:
+    """The same ``n`` true showers seen through the sim detector and a "real" one (paired data, Pix2Pix).
+
+    The ``sim`` member is exactly ``showers(n, effects=sim_effects, seed=seed, ...)`` with the same
+    options. The ``real`` member is the same events under ``real_effects``: its shower-level residuals
+    (lateral scale, start depth, the pions' hadronic model) change the shower itself, then its readout
+    digitises it. Per batch of ``batch_size`` events, the real member starts from the sim member's
+    generator states and is reset to them at two points, so the members share:
+
+    - the particle and incident energy, the per-event :class:`ShowerPhysics` draws, the photon
+      conversion and pion interaction depths, the pions' EM fraction, the (ln T, ln alpha) fluctuations
+      and the constant-term factor (reset after the residual knobs' draws: a Randomized residual in
+      one member only does not shift them);
+    - the pions' MIP energy losses, the entry point and the axis angle (reset after the sampling);
+    - the sampling fluctuations and spot positions only up to the first event whose longitudinal
+      profile differs: the Gamma sampler's and the spots' draws no longer line up after it (in practice
+      they are independent when a shower-level residual differs);
+    - the readout's draws (noise, pile-up, hot cells) up to its first step that consumes a different
+      number of them (e.g. another pile-up count).
+
+    With ``real_effects == sim_effects`` the members are identical. Options as :func:`showers`.
+    """
+    sim_effects, real_effects = get_effects(sim_effects), get_effects(real_effects)
+    geometry, physics, layout, codes, energy_range = _prepare(
+        n, geometry, physics, particles, energy_range, energy_distribution, batch_size
+    )
+    readouts = _readout(sim_effects, geometry, layout), _readout(real_effects, geometry, layout)
+    g = torch.Generator().manual_seed(seed)
+    g_cells = torch.Generator().manual_seed(seed + _CELL_SEED)
+    g_real, g_real_cells = torch.Generator(), torch.Generator()
+    members = ([], []), ([], [])  # (images, overflows) of sim and real
+    labels, energies = [], []
+    for start in range(0, n, batch_size):
+        label, energy = _primaries(min(batch_size, n - start), codes, energy_range, energy_distribution, g)
+        g_real.set_state(g.get_state())
+        g_real_cells.set_state(g_cells.get_state())
+        checkpoints: list[torch.Tensor] = []
+        for effects, readout, generators, (images, overflows) in zip(
+            (sim_effects, real_effects), readouts, ((g, g_cells), (g_real, g_real_cells)), members
+        ):
+            image, overflow = _batch(label, energy, layout, physics, effects, readout, threshold_mev, *generators,
+                                     checkpoints=checkpoints)
+            images.append(image)
+            overflows.append(overflow)
+        labels.append(label)
+        energies.append(energy)
+    sim, real = (_joined(geometry, images, labels, energies, overflows) for images, overflows in members)
+    return PairedShowers(sim, real)
