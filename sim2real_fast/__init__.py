@@ -6,7 +6,7 @@ The fused losses run as ``torch.ops.sim2real_fast.*`` (CPU with OpenMP, CUDA whe
 >>> loss = s2r.mmd(torch.randn(128, 64), torch.randn(96, 64) + 0.5)
 """
 
-from . import adapt, evaluate, geometry, io, models, nn, ops, reference, report, simulate
+from . import adapt, evaluate, geometry, io, models, nn, ops, reference, report, simulate, translate
 from ._extension import HAS_EXTENSION, build_info
 from .ops import bandwidth_heuristic, coral, dann_alpha, grad_reverse, hits_to_image, mmd
 from .ops import ShowerFeatures, shower_features
@@ -35,4 +35,5 @@ __all__ = [
     "ShowerFeatures",
     "shower_features",
     "simulate",
+    "translate",
 ]
