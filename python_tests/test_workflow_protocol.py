@@ -193,3 +193,17 @@ def test_gap_recovered_only_for_a_gap_the_test_set_resolves():
     tiny = runs(0.790, 0.793, 0.80, 10000)  # 0.3 points; 2 sigma is 1.2 points
     _add_gap_recovered(tiny)
     assert all(tiny[m][0]["gap_recovered"] is None for m in tiny)
+
+
+def test_report_notes_how_many_runs_resolve_the_gap():
+    from sim2real_fast.workflow.outputs import _unresolved
+
+    def methods(*per_run):
+        runs = [{"gap_recovered": g} for g in per_run]
+        defined = [g for g in per_run if g is not None]
+        mean = sum(defined) / len(defined) if defined else None
+        return {name: {"gap_recovered": mean, "per_seed": runs} for name in ("source_only", "target_oracle")}
+
+    assert _unresolved(methods(0.0, 0.0)) == []
+    assert "in 1 of 3 runs" in _unresolved(methods(0.0, None, None))[0]
+    assert "left out (–)" in _unresolved(methods(None, None))[0]

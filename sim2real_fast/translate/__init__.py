@@ -22,11 +22,14 @@ from .base import register
 from .cyclegan import CycleGAN  # importing a translator's module registers it
 from .data import read_domain, read_layout, write_layout
 from .networks import LayeredPatchDiscriminator, LayeredResnetGenerator, ShowerCodec
+from .pix2pix import ConditionalPatchDiscriminator, LayeredUnetGenerator, Pix2Pix
+from .simgan import HistoryBuffer, SimGAN, local_adversarial_loss
 
 __all__ = [
-    "FILE_FORMAT", "REGISTRY", "CycleGAN", "ImagePool", "LayeredPatchDiscriminator", "LayeredResnetGenerator",
-    "ShowerCodec", "Translator", "TranslatorFileError", "linear_decay", "load", "read_domain", "read_layout",
-    "read_payload", "register", "write_layout",
+    "ConditionalPatchDiscriminator", "CycleGAN", "FILE_FORMAT", "HistoryBuffer", "ImagePool",
+    "LayeredPatchDiscriminator", "LayeredResnetGenerator", "LayeredUnetGenerator", "linear_decay", "load",
+    "local_adversarial_loss", "Pix2Pix", "read_domain", "read_layout", "read_payload", "register", "REGISTRY",
+    "ShowerCodec", "SimGAN", "Translator", "TranslatorFileError", "write_layout",
 ]
 
 
