@@ -10,16 +10,9 @@ import torch.nn.functional as F
 from sim2real_fast import geometry, simulate, translate
 from sim2real_fast.translate import networks
 from sim2real_fast.translate.base import ImagePool, linear_decay
+from helpers import one_thread, perturb, random_images  # noqa: F401  (one_thread: an autouse fixture)
 
 TINY = dict(channels=(4, 8), n_blocks=1, discriminator_channels=(4, 8), code_size=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -28,27 +21,12 @@ def showers():
     return simulate.showers(256, seed=0, effects="nominal").images
 
 
-def _random_images(geom, n, seed=0):
-    """(n, n_cells) MeV: a third of the cells lit, log-uniform 0.1 MeV to 10 GeV."""
-    g = torch.Generator().manual_seed(seed)
-    lit = torch.rand(n, geom.n_cells, generator=g) < 0.33
-    return lit * torch.exp(torch.empty(n, geom.n_cells).uniform_(math.log(0.1), math.log(1e4), generator=g))
-
-
-def _perturb(model, seed=1, std=0.3):
-    """Random non-trivial weights (an untrained generator is the identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-
-
 # ---- codec and layout ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["calogan", "calochallenge-ds1-photons"])
 def test_codec_round_trip_and_layout(name):
     geom = geometry.get(name)
     codec = networks.ShowerCodec(geom, log_scale=10.0, threshold_mev=1.0)
-    images = _random_images(geom, 6)
+    images = random_images(geom, 6)
     images[0, :3] = -5.0  # noise: counts as 0
     x = codec.encode(images)
     assert x.shape == (6, *geom.padded_shape)
@@ -91,7 +69,7 @@ def test_helpers_match_torch_references():
 def test_untrained_translator_is_the_identity_on_kept_cells(name):
     geom = geometry.get(name)
     model = translate.CycleGAN(name, **TINY)
-    images = _random_images(geom, 40)
+    images = random_images(geom, 40)
     expected = images * (images >= 1.0)
     for reverse in (False, True):
         out = model.translate(images, batch_size=16, reverse=reverse)
@@ -105,8 +83,8 @@ def test_outputs_are_non_negative_zero_suppressed_and_zero_on_padding(name):
     geom = geometry.get(name)
     thresholds = [5.0 * (i + 1) for i in range(geom.n_layers)]
     model = translate.CycleGAN(name, **TINY, threshold_mev=thresholds)
-    _perturb(model)
-    images = _random_images(geom, 32)
+    perturb(model)
+    images = random_images(geom, 32)
     out = model.translate(images)
     cell_threshold = torch.cat([torch.full((layer.n_cells,), t) for layer, t in zip(geom.layers, thresholds)])
     assert torch.all(out >= 0)
@@ -310,7 +288,7 @@ def test_linear_decay_values_and_cyclegan_learning_rates():
 # ---- files -----------------------------------------------------------------------------------------
 def test_save_load_round_trip(tmp_path, showers):
     model = translate.CycleGAN("calogan", **TINY, threshold_mev=(2.0, 3.0, 4.0))
-    _perturb(model)
+    perturb(model)
     model.history = [{"epoch": 1, "loss": 0.5}]
     path = model.save(tmp_path / "cyclegan.pt")
     loaded = translate.load(path, method="cyclegan", geometry="calogan")

@@ -11,16 +11,9 @@ from sim2real_fast.translate import networks
 from sim2real_fast.translate.pix2pix import (  # importing the module registers "pix2pix"
     ConditionalPatchDiscriminator, LayeredUnetGenerator, Pix2Pix, vanilla_gan_loss,
 )
+from helpers import one_thread, perturb, random_images  # noqa: F401  (one_thread: an autouse fixture)
 
 TINY = dict(channels=(4, 8, 8), discriminator_channels=(4, 8), code_size=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +21,6 @@ def pairs():
     """The same 128 CaloGAN showers under nominal and stress detector effects (MeV)."""
     paired = simulate.paired_showers(128, seed=0, real_effects="stress")
     return paired.sim.images, paired.real.images
-
-
-def _random_images(geom, n, seed=0):
-    """(n, n_cells) MeV: a third of the cells lit, log-uniform 0.1 MeV to 10 GeV."""
-    g = torch.Generator().manual_seed(seed)
-    lit = torch.rand(n, geom.n_cells, generator=g) < 0.33
-    return lit * torch.exp(torch.empty(n, geom.n_cells).uniform_(math.log(0.1), math.log(1e4), generator=g))
-
-
-def _perturb(model, seed=1, std=0.3):
-    """Random non-trivial weights (an untrained generator is the identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
 
 
 # ---- outputs ---------------------------------------------------------------------------------------
@@ -62,8 +40,8 @@ def test_outputs_are_non_negative_zero_suppressed_and_zero_on_padding(name, pair
     geom = geometry.get(name)
     thresholds = [5.0 * (i + 1) for i in range(geom.n_layers)]
     model = Pix2Pix(name, **TINY, threshold_mev=thresholds)
-    _perturb(model)
-    images = pairs[0][:32] if name == "calogan" else _random_images(geom, 32)
+    perturb(model)
+    images = pairs[0][:32] if name == "calogan" else random_images(geom, 32)
     out = model.translate(images)
     cell_threshold = torch.cat([torch.full((layer.n_cells,), t) for layer, t in zip(geom.layers, thresholds)])
     assert out.shape == images.shape and torch.all(out >= 0)
@@ -92,7 +70,7 @@ def test_unet_skip_carries_fine_detail_to_the_output():
     5 x 5 neighbourhood of the stem's and the decoder's 3 x 3 convolutions."""
     geom = geometry.get("calogan")
     net = LayeredUnetGenerator(geom, channels=(4, 8, 8), code_size=8)
-    _perturb(net)
+    perturb(net)
     branch = net.branches[1]  # layer_1, 12 x 12
     captured = {}
     branch.stem.register_forward_hook(lambda m, i, o: captured.__setitem__("stem", o))
@@ -128,7 +106,7 @@ def test_conditional_discriminator_scores_input_output_pairs():
         assert d(a, b).shape == (2, patches(name))
     geom = geometry.get("calogan")
     d = ConditionalPatchDiscriminator(geom, channels=(4, 8), code_size=8)
-    _perturb(d)
+    perturb(d)
     seen = []
     d.branches[1].first.register_forward_hook(lambda m, i, o: seen.append(i[0]))
     g = torch.Generator().manual_seed(2)

@@ -9,37 +9,15 @@ import torch
 import sim2real_fast.translate.simgan  # noqa: F401  (registers "simgan")
 from sim2real_fast import geometry, simulate, translate
 from sim2real_fast.translate.simgan import HistoryBuffer, SimGAN, local_adversarial_loss
+from helpers import one_thread, perturb, random_images  # noqa: F401  (one_thread: an autouse fixture)
 
 TINY = dict(channels=(4,), n_blocks=1, discriminator_channels=(4, 8), code_size=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def showers():
     """Nominal CaloGAN showers (MeV) of every particle and energy."""
     return simulate.showers(256, seed=0, effects="nominal").images
-
-
-def _random_images(geom, n, seed=0):
-    """(n, n_cells) MeV: a third of the cells lit, log-uniform 0.1 MeV to 10 GeV."""
-    g = torch.Generator().manual_seed(seed)
-    lit = torch.rand(n, geom.n_cells, generator=g) < 0.33
-    return lit * torch.exp(torch.empty(n, geom.n_cells).uniform_(math.log(0.1), math.log(1e4), generator=g))
-
-
-def _perturb(model, seed=1, std=0.3):
-    """Random non-trivial weights (an untrained refiner is the identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
 
 
 # ---- the refiner -----------------------------------------------------------------------------------
@@ -49,7 +27,7 @@ def test_untrained_refiner_is_the_identity_without_downsampling(name):
     model = SimGAN(name, **TINY)
     for branch, group in zip(model.refiner.branches, model.refiner.groups):
         assert len(branch.down) == 0 and branch.sizes == [(group.rows, group.cols)]  # full grid throughout
-    images = _random_images(geom, 40)
+    images = random_images(geom, 40)
     out = model.translate(images, batch_size=16)
     assert out.shape == images.shape and out.dtype == torch.float32
     torch.testing.assert_close(out, images * (images >= 1.0), rtol=1e-5, atol=1e-4)
@@ -66,8 +44,8 @@ def test_outputs_are_non_negative_zero_suppressed_and_zero_on_padding(name):
     geom = geometry.get(name)
     thresholds = [5.0 * (i + 1) for i in range(geom.n_layers)]
     model = SimGAN(name, **TINY, threshold_mev=thresholds)
-    _perturb(model)
-    images = _random_images(geom, 32)
+    perturb(model)
+    images = random_images(geom, 32)
     out = model.translate(images)
     cell_threshold = torch.cat([torch.full((layer.n_cells,), t) for layer, t in zip(geom.layers, thresholds)])
     assert torch.all(out >= 0)
@@ -232,7 +210,7 @@ def test_history_buffer_size_zero_and_state_round_trip():
 # ---- files -----------------------------------------------------------------------------------------
 def test_save_load_round_trip_and_method_check(tmp_path, showers):
     model = SimGAN("calogan", **TINY, threshold_mev=(2.0, 3.0, 4.0), lambda_reg=0.5, adversarial="lsgan")
-    _perturb(model)
+    perturb(model)
     model.history = [{"epoch": 1, "critic": 0.5}]
     path = model.save(tmp_path / "simgan.pt")
     assert "simgan" in translate.REGISTRY

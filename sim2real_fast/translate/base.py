@@ -4,8 +4,11 @@ A translator is one class in its own file under ``translate/`` that subclasses :
 and registers itself with :func:`register`. The base class owns what every translator shares: the
 energy codec (:class:`~.networks.ShowerCodec`), input checks, :meth:`Translator.fit` (seeding, epoch
 order, a checkpoint after every epoch, resume), :meth:`Translator.translate` and
-:meth:`Translator.save`. A subclass builds its networks in ``__init__`` and implements the hooks
-``network``, ``start_fit``, ``begin_epoch``, ``train_step`` and ``training_state`` / ``load_training_state``.
+:meth:`Translator.save`, and the settings every translator shares (:meth:`Translator.set_training`;
+:meth:`Translator.begin_epoch` applies the reference's linear decay to every optimiser). A subclass
+checks its own settings (:func:`check_number`), builds its networks in ``__init__`` and implements
+the hooks ``network``, ``start_fit`` (which fills ``_optimizers``), ``train_step`` and
+``training_state`` / ``load_training_state``.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from ..io._atomic import atomic_path
 from .networks import LayeredNetwork, ShowerCodec, energy_statistics
 
 __all__ = [
-    "FILE_FORMAT", "REGISTRY", "ImagePool", "Translator", "TranslatorFileError", "linear_decay", "read_payload",
-    "register",
+    "FILE_FORMAT", "REGISTRY", "ImagePool", "Translator", "TranslatorFileError", "check_number", "linear_decay",
+    "read_payload", "register",
 ]
 
 #: name -> translator class, filled by :func:`register` as the translator modules are imported.
@@ -48,6 +51,14 @@ def register(cls: type[Translator]) -> type[Translator]:
         raise ValueError(f"register: translator name {getattr(cls, 'name', None)!r} is missing or taken")
     REGISTRY[cls.name] = cls
     return cls
+
+
+def check_number(owner: str, name: str, value: float, *, zero: bool = False) -> float:
+    """``value`` as a float, or a one-line ValueError unless it is a finite number > 0 (>= 0 with ``zero``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero):
+        raise ValueError(f"{owner}: {name} must be a finite number {'>=' if zero else '>'} 0, got {value!r}")
+    return float(value)
 
 
 def linear_decay(epoch: int, *, epochs: int, decay_epochs: int) -> float:
@@ -171,9 +182,28 @@ class Translator(nn.Module, metaclass=abc.ABCMeta):
     def start_fit(self, *, epochs: int) -> None:
         """Build the optimisers and any other training state (after :meth:`reset_parameters`)."""
 
-    @abc.abstractmethod
     def begin_epoch(self, epoch: int, *, epochs: int) -> float:
-        """Before the 1-based ``epoch``: set the learning rates; returns the lr for the history."""
+        """Before the 1-based ``epoch``: ``lr`` times :func:`linear_decay` (the last ``floor(decay_fraction x
+        epochs)`` epochs decay) on every optimiser of ``_optimizers``; returns that lr for the history."""
+        lr = self.lr * linear_decay(epoch, epochs=epochs, decay_epochs=math.floor(self.decay_fraction * epochs))
+        for optimizer in self._optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def set_training(self, *, energy_weight: float, energy_tolerance: float, lr: float, beta1: float,
+                     decay_fraction: float) -> None:
+        """Checks and keeps the settings every translator shares: the energy term's weight and tolerance,
+        Adam's ``lr`` and ``beta1`` and the schedule's ``decay_fraction``."""
+        owner = type(self).__name__
+        self.energy_weight = check_number(owner, "energy_weight", energy_weight, zero=True)
+        self.energy_tolerance = check_number(owner, "energy_tolerance", energy_tolerance, zero=True)
+        self.lr = check_number(owner, "lr", lr)
+        if not (isinstance(beta1, (int, float)) and 0 <= beta1 < 1):
+            raise ValueError(f"{owner}: beta1 must be in [0, 1), got {beta1!r}")
+        if not (isinstance(decay_fraction, (int, float)) and 0 <= decay_fraction <= 1):
+            raise ValueError(f"{owner}: decay_fraction must be in [0, 1], got {decay_fraction!r}")
+        self.beta1, self.decay_fraction = float(beta1), float(decay_fraction)
 
     @abc.abstractmethod
     def train_step(self, sim: torch.Tensor, real: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -42,24 +42,16 @@ epochs                           200 over ~1,000 images        6 over 20,000 + 2
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .. import geometry as _geometry
-from .base import ImagePool, Translator, linear_decay, register
+from .base import ImagePool, Translator, check_number, register
 from .networks import LayeredPatchDiscriminator, LayeredResnetGenerator, energy_loss, lsgan_loss
 
 __all__ = ["CycleGAN"]
-
-
-def _positive(name: str, value: float, *, zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not zero):
-        raise ValueError(f"CycleGAN: {name} must be a finite number {'>=' if zero else '>'} 0, got {value!r}")
-    return float(value)
 
 
 @register
@@ -115,16 +107,10 @@ class CycleGAN(Translator):
             energy_weight=energy_weight, energy_tolerance=energy_tolerance, pool_size=pool_size, lr=lr,
             beta1=beta1, decay_fraction=decay_fraction, log_scale=log_scale, threshold_mev=threshold,
         ))
-        self.lambda_cycle = _positive("lambda_cycle", lambda_cycle, zero=True)
-        self.lambda_identity = _positive("lambda_identity", lambda_identity, zero=True)
-        self.energy_weight = _positive("energy_weight", energy_weight, zero=True)
-        self.energy_tolerance = _positive("energy_tolerance", energy_tolerance, zero=True)
-        self.lr = _positive("lr", lr)
-        if not (isinstance(beta1, (int, float)) and 0 <= beta1 < 1):
-            raise ValueError(f"CycleGAN: beta1 must be in [0, 1), got {beta1!r}")
-        if not (isinstance(decay_fraction, (int, float)) and 0 <= decay_fraction <= 1):
-            raise ValueError(f"CycleGAN: decay_fraction must be in [0, 1], got {decay_fraction!r}")
-        self.beta1, self.decay_fraction = float(beta1), float(decay_fraction)
+        self.lambda_cycle = check_number("CycleGAN", "lambda_cycle", lambda_cycle, zero=True)
+        self.lambda_identity = check_number("CycleGAN", "lambda_identity", lambda_identity, zero=True)
+        self.set_training(energy_weight=energy_weight, energy_tolerance=energy_tolerance, lr=lr, beta1=beta1,
+                          decay_fraction=decay_fraction)
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 0:
             raise ValueError(f"CycleGAN: pool_size must be an int >= 0, got {pool_size!r}")
         self.pool_size = pool_size
@@ -150,13 +136,6 @@ class CycleGAN(Translator):
         self._optimizers = {"generators": torch.optim.Adam(generators, lr=self.lr, betas=betas),
                             "critics": torch.optim.Adam(critics, lr=self.lr, betas=betas)}
         self._pools = {"real": ImagePool(self.pool_size), "sim": ImagePool(self.pool_size)}
-
-    def begin_epoch(self, epoch: int, *, epochs: int) -> float:
-        lr = self.lr * linear_decay(epoch, epochs=epochs, decay_epochs=math.floor(self.decay_fraction * epochs))
-        for optimizer in self._optimizers.values():
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        return lr
 
     def generator_losses(
         self, sim: torch.Tensor, real: torch.Tensor

@@ -68,6 +68,7 @@ __all__ = [
     "LayeredNetwork",
     "LayeredPatchDiscriminator",
     "LayeredResnetGenerator",
+    "ResidualGenerator",
     "ShowerCodec",
     "energy_loss",
     "energy_statistics",
@@ -410,7 +411,20 @@ class _ResnetBranch(nn.Module):
         return self.out(h)
 
 
-class LayeredResnetGenerator(LayeredNetwork):
+class ResidualGenerator(LayeredNetwork):
+    """Base of the generators: each branch (``branches``) has a ``position`` embedding and an ``out``
+    layer whose output is added to the input, both zero at initialisation, so an untrained generator
+    is the identity."""
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """N(0, 0.02) weights, zero biases, zero position embeddings and output weights (the identity map)."""
+        init_weights(self, generator)
+        for branch in self.branches:
+            nn.init.zeros_(branch.position)
+            nn.init.zeros_(branch.out.weight)
+
+
+class LayeredResnetGenerator(ResidualGenerator):
     """ResNet generator (Johnson et al. 2016, CycleGAN's ``resnet_9blocks``) adapted to layered showers.
 
     ``forward(x)``: (N, L, R, C) x -> (N, L, R, C) raw output y = x + correction (padding 0); pass
@@ -440,13 +454,6 @@ class LayeredResnetGenerator(LayeredNetwork):
         widths = [channels[-1]] * len(self.groups)
         self.codes = nn.ModuleList(GlobalCode(widths, widths, geometry.n_layers, code_size) for _ in range(n_blocks))
         self.reset_parameters()
-
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """N(0, 0.02) weights, zero biases, zero position embeddings and output weights (the identity map)."""
-        init_weights(self, generator)
-        for branch in self.branches:
-            nn.init.zeros_(branch.position)
-            nn.init.zeros_(branch.out.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inputs, energies = self.split(x)

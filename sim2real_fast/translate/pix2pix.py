@@ -55,7 +55,6 @@ batch size                       1                             64 (instance norm
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -63,10 +62,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import geometry as _geometry
-from .base import Translator, linear_decay, register
+from .base import Translator, check_number, register
 from .networks import (
-    GlobalCode, GridConv, LayerGroup, LayeredNetwork, energy_loss, halve_grid, init_weights, instance_norm,
-    upsample_to,
+    GlobalCode, GridConv, LayerGroup, LayeredNetwork, ResidualGenerator, energy_loss, halve_grid, init_weights,
+    instance_norm, upsample_to,
 )
 
 __all__ = ["ConditionalPatchDiscriminator", "LayeredUnetGenerator", "Pix2Pix", "vanilla_gan_loss"]
@@ -129,7 +128,7 @@ class _UnetBranch(nn.Module):
         return self.out(F.relu(h))
 
 
-class LayeredUnetGenerator(LayeredNetwork):
+class LayeredUnetGenerator(ResidualGenerator):
     """U-Net generator (Ronneberger et al. 2015; pix2pix's ``unet_256``) adapted to layered showers.
 
     ``forward(x)``: (N, L, R, C) x -> (N, L, R, C) raw output y = x + correction (padding 0); pass it
@@ -158,13 +157,6 @@ class LayeredUnetGenerator(LayeredNetwork):
         widths = [channels[-1]] * len(self.groups)
         self.code = GlobalCode(widths, widths, geometry.n_layers, code_size)
         self.reset_parameters()
-
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """N(0, 0.02) weights, zero biases, zero position embeddings and output weights (the identity map)."""
-        init_weights(self, generator)
-        for branch in self.branches:
-            nn.init.zeros_(branch.position)
-            nn.init.zeros_(branch.out.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inputs, energies = self.split(x)
@@ -232,13 +224,6 @@ class ConditionalPatchDiscriminator(LayeredNetwork):
 
 
 # ---- translator ----------------------------------------------------------------------------------
-def _positive(name: str, value: float, *, zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not zero):
-        raise ValueError(f"Pix2Pix: {name} must be a finite number {'>=' if zero else '>'} 0, got {value!r}")
-    return float(value)
-
-
 @register
 class Pix2Pix(Translator):
     """Pix2Pix on layered showers: paired sim and real (row i of each the same shower), sim -> real.
@@ -286,15 +271,9 @@ class Pix2Pix(Translator):
             lambda_l1=lambda_l1, energy_weight=energy_weight, energy_tolerance=energy_tolerance, lr=lr,
             beta1=beta1, decay_fraction=decay_fraction, log_scale=log_scale, threshold_mev=threshold,
         ))
-        self.lambda_l1 = _positive("lambda_l1", lambda_l1, zero=True)
-        self.energy_weight = _positive("energy_weight", energy_weight, zero=True)
-        self.energy_tolerance = _positive("energy_tolerance", energy_tolerance, zero=True)
-        self.lr = _positive("lr", lr)
-        if not (isinstance(beta1, (int, float)) and 0 <= beta1 < 1):
-            raise ValueError(f"Pix2Pix: beta1 must be in [0, 1), got {beta1!r}")
-        if not (isinstance(decay_fraction, (int, float)) and 0 <= decay_fraction <= 1):
-            raise ValueError(f"Pix2Pix: decay_fraction must be in [0, 1], got {decay_fraction!r}")
-        self.beta1, self.decay_fraction = float(beta1), float(decay_fraction)
+        self.lambda_l1 = check_number("Pix2Pix", "lambda_l1", lambda_l1, zero=True)
+        self.set_training(energy_weight=energy_weight, energy_tolerance=energy_tolerance, lr=lr, beta1=beta1,
+                          decay_fraction=decay_fraction)
         #: netG of the reference: sim -> real
         self.generator = LayeredUnetGenerator(self.geometry, channels=channels, code_size=code_size,
                                               log_scale=log_scale)
@@ -311,13 +290,6 @@ class Pix2Pix(Translator):
         betas = (self.beta1, 0.999)
         self._optimizers = {"generator": torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=betas),
                             "critic": torch.optim.Adam(self.critic.parameters(), lr=self.lr, betas=betas)}
-
-    def begin_epoch(self, epoch: int, *, epochs: int) -> float:
-        lr = self.lr * linear_decay(epoch, epochs=epochs, decay_epochs=math.floor(self.decay_fraction * epochs))
-        for optimizer in self._optimizers.values():
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        return lr
 
     def generator_losses(self, sim: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """The weighted generator losses of a batch: (N, L, R, C) views of sim, its real pair and its translation."""

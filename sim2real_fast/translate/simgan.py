@@ -54,7 +54,6 @@ optimiser, schedule              --                                    Adam lr 2
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -62,7 +61,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import geometry as _geometry
-from .base import ImagePool, Translator, linear_decay, register
+from .base import ImagePool, Translator, check_number, register
 from .networks import LayeredPatchDiscriminator, LayeredResnetGenerator, energy_loss, lsgan_loss
 
 __all__ = ["HistoryBuffer", "SimGAN", "local_adversarial_loss"]
@@ -117,13 +116,6 @@ class HistoryBuffer(ImagePool):
             slots = torch.randperm(self.size, generator=generator)[: len(rest)].to(images.device)
             self.images[slots] = rest
         return out
-
-
-def _number(name: str, value: float, *, zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not zero):
-        raise ValueError(f"SimGAN: {name} must be a finite number {'>=' if zero else '>'} 0, got {value!r}")
-    return float(value)
 
 
 def _count(name: str, value: int, minimum: int) -> int:
@@ -191,18 +183,12 @@ class SimGAN(Translator):
             critic_steps=critic_steps, lr=lr, beta1=beta1, decay_fraction=decay_fraction, log_scale=log_scale,
             threshold_mev=threshold,
         ))
-        self.lambda_reg = _number("lambda_reg", lambda_reg, zero=True)
+        self.lambda_reg = check_number("SimGAN", "lambda_reg", lambda_reg, zero=True)
         if adversarial not in _ADVERSARIAL:
             raise ValueError(f"SimGAN: adversarial must be one of {', '.join(_ADVERSARIAL)}, got {adversarial!r}")
         self.adversarial = adversarial
-        self.energy_weight = _number("energy_weight", energy_weight, zero=True)
-        self.energy_tolerance = _number("energy_tolerance", energy_tolerance, zero=True)
-        self.lr = _number("lr", lr)
-        if not (isinstance(beta1, (int, float)) and 0 <= beta1 < 1):
-            raise ValueError(f"SimGAN: beta1 must be in [0, 1), got {beta1!r}")
-        if not (isinstance(decay_fraction, (int, float)) and 0 <= decay_fraction <= 1):
-            raise ValueError(f"SimGAN: decay_fraction must be in [0, 1], got {decay_fraction!r}")
-        self.beta1, self.decay_fraction = float(beta1), float(decay_fraction)
+        self.set_training(energy_weight=energy_weight, energy_tolerance=energy_tolerance, lr=lr, beta1=beta1,
+                          decay_fraction=decay_fraction)
         self.history_size = _count("history_size", history_size, 0)
         self.refiner_steps = _count("refiner_steps", refiner_steps, 1)
         self.critic_steps = _count("critic_steps", critic_steps, 1)
@@ -224,13 +210,6 @@ class SimGAN(Translator):
         self._optimizers = {"refiner": torch.optim.Adam(self.refiner.parameters(), lr=self.lr, betas=betas),
                             "critic": torch.optim.Adam(self.critic.parameters(), lr=self.lr, betas=betas)}
         self._history = HistoryBuffer(self.history_size)
-
-    def begin_epoch(self, epoch: int, *, epochs: int) -> float:
-        lr = self.lr * linear_decay(epoch, epochs=epochs, decay_epochs=math.floor(self.decay_fraction * epochs))
-        for optimizer in self._optimizers.values():
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        return lr
 
     def refiner_losses(self, sim: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The weighted refiner losses of an encoded (B, L, R, C) sim batch, and the refined batch."""
