@@ -127,6 +127,22 @@ def test_nan_is_kept_and_negative_sums_are_suppressed(device):
     assert kept[0, 1] == -1.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sum_of_a_subnormal_total_divides_without_overflow(device, dtype):
+    """1 / total overflows to inf for a subnormal total; the images and gradients divide by it instead."""
+    total = torch.finfo(dtype).tiny / 8  # subnormal, 1 / total > finfo.max; the hits hold 1/4 and 3/4 of it
+    offsets, cell = torch.tensor([0, 2], device=device), torch.tensor([0, 2], device=device)
+    energy = torch.tensor([total / 4, 3 * total / 4], dtype=dtype, device=device, requires_grad=True)
+    image = s2r.hits_to_image(offsets, cell, energy, n_cells=3, normalize="sum")
+    assert torch.equal(image, torch.tensor([[0.25, 0.0, 0.75]], dtype=dtype, device=device))
+    weight = torch.tensor([1.0, 0.0, 1.1], dtype=dtype, device=device)
+    grad, = torch.autograd.grad((image * weight).sum(), energy)
+    g = weight.double()[[0, 2]]
+    expected = ((g - (0.25 * g[0] + 0.75 * g[1])) / total).to(dtype)  # (g_c - sum_k g_k out_k) / total
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize(
     "offsets, cell, error, match",
     [

@@ -128,7 +128,7 @@ void finalise_row(const Inputs<E, C>& in, int64_t e, E* row) {
 #pragma omp simd reduction(+ : total)
     for (int64_t c = 0; c < in.n_cells; ++c) total += value(c);
   }
-  const E scale = math::event_scale<kNorm>(total, in.incident_of(e));
+  const E divisor = math::event_divisor<kNorm>(total, in.incident_of(e));
   if constexpr (kNorm == Normalize::kLog1p) {
 #pragma omp simd
     for (int64_t c = 0; c < in.n_cells; ++c) row[c] = value(c);
@@ -139,7 +139,7 @@ void finalise_row(const Inputs<E, C>& in, int64_t e, E* row) {
     }
   } else {
 #pragma omp simd
-    for (int64_t c = 0; c < in.n_cells; ++c) row[c] = math::normalised<kNorm>(value(c), scale);
+    for (int64_t c = 0; c < in.n_cells; ++c) row[c] = math::normalised<kNorm>(value(c), divisor);
   }
 }
 
@@ -195,13 +195,13 @@ int64_t backward_events(const Inputs<E, C>& in, const E* grad, E* grad_energy) {
           weighted += g[c] * v;
         }
       }
-      const E scale = math::event_scale<kNorm>(total, in.incident_of(e));
-      const E dot = weighted * scale;
+      const E divisor = math::event_divisor<kNorm>(total, in.incident_of(e));
+      const E dot = weighted / divisor;
       const int64_t begin = in.offsets[e], end = in.offsets[e + 1];
       for (int64_t h = begin; h < end; ++h) {
         const int64_t c = static_cast<int64_t>(in.cell[h]);
         const E v = in.cells.calibrated(c, row[c]);
-        grad_energy[h] = math::energy_gradient<kNorm>(g[c], v, in.cells.kept(c, v), scale, dot, in.cells.factor(c));
+        grad_energy[h] = math::energy_gradient<kNorm>(g[c], v, in.cells.kept(c, v), divisor, dot, in.cells.factor(c));
       }
       for (int64_t h = begin; h < end; ++h) row[in.cell[h]] = E(0);
     }

@@ -111,9 +111,9 @@ __global__ void forward_kernel(DeviceInputs<E, C> in, E* __restrict__ out, unsig
       for (int64_t c = threadIdx.x; c < in.n_cells; c += blockDim.x) part += in.cells.value(c, acc[c]);
       total = block_sum(part, warp_sums);
     }
-    const E scale = math::event_scale<kNorm>(total, in.incident_of(e));
+    const E divisor = math::event_divisor<kNorm>(total, in.incident_of(e));
     for (int64_t c = threadIdx.x; c < in.n_cells; c += blockDim.x) {
-      row[c] = math::normalised<kNorm>(in.cells.value(c, acc[c]), scale);
+      row[c] = math::normalised<kNorm>(in.cells.value(c, acc[c]), divisor);
     }
     __syncthreads();  // acc is reused by the next event
   }
@@ -152,12 +152,12 @@ __global__ void backward_kernel(DeviceInputs<E, C> in, const E* __restrict__ gra
       total = block_sum(part_total, warp_sums);
       weighted = block_sum(part_weighted, warp_sums);
     }
-    const E scale = math::event_scale<kNorm>(total, in.incident_of(e));
-    const E dot = weighted * scale;
+    const E divisor = math::event_divisor<kNorm>(total, in.incident_of(e));
+    const E dot = weighted / divisor;
     for (int64_t h = begin + threadIdx.x; h < end; h += blockDim.x) {
       const int64_t c = static_cast<int64_t>(in.cell[h]);
       const E v = in.cells.calibrated(c, acc[c]);
-      grad_energy[h] = math::energy_gradient<kNorm>(g[c], v, in.cells.kept(c, v), scale, dot, in.cells.factor(c));
+      grad_energy[h] = math::energy_gradient<kNorm>(g[c], v, in.cells.kept(c, v), divisor, dot, in.cells.factor(c));
     }
     __syncthreads();
     if constexpr (!kShared) {  // re-zero the scratch row where this event wrote

@@ -52,33 +52,34 @@ struct Cells {
   }
 };
 
-// The event's scale for "sum" (1 / total after suppression; an all-zero image stays 0) and
-// "incident" (1 / incident energy); 1 otherwise.
+// The event's divisor for "sum" (the total after suppression; an all-zero image stays 0) and
+// "incident" (the incident energy); 1 otherwise. Outputs divide by it rather than multiply by its
+// reciprocal, which overflows for a subnormal total.
 template <Normalize kNorm, typename E>
-C10_HOST_DEVICE E event_scale(E total, E incident) {
-  if constexpr (kNorm == Normalize::kSum) return total != E(0) ? E(1) / total : E(1);
-  if constexpr (kNorm == Normalize::kIncident) return E(1) / incident;
+C10_HOST_DEVICE E event_divisor(E total, E incident) {
+  if constexpr (kNorm == Normalize::kSum) return total != E(0) ? total : E(1);
+  if constexpr (kNorm == Normalize::kIncident) return incident;
   return E(1);
 }
 
 // The output of a cell with suppressed value v; V is E or a SIMD vector of E.
 template <Normalize kNorm, typename V>
-C10_HOST_DEVICE V normalised(V v, V scale) {
+C10_HOST_DEVICE V normalised(V v, V divisor) {
   if constexpr (kNorm == Normalize::kLog1p) return log1p_(v);
-  if constexpr (kNorm == Normalize::kSum || kNorm == Normalize::kIncident) return v * scale;
+  if constexpr (kNorm == Normalize::kSum || kNorm == Normalize::kIncident) return v / divisor;
   return v;
 }
 
 // d(loss)/d(hit energy) of a hit in cell c, given g = d(loss)/d(out_c), the calibrated value v,
-// whether the cell was kept, the event scale and, for "sum", dot = sum_k g_k out_k:
+// whether the cell was kept, the event divisor S and, for "sum", dot = sum_k g_k out_k:
 // out_c = v_c / S gives d(loss)/d(v_c) = (g_c - dot) / S.
 template <Normalize kNorm, typename E>
-C10_HOST_DEVICE E energy_gradient(E g, E v, bool kept, E scale, E dot, E factor) {
+C10_HOST_DEVICE E energy_gradient(E g, E v, bool kept, E divisor, E dot, E factor) {
   if (!kept) return E(0);
   E d = g;
   if constexpr (kNorm == Normalize::kLog1p) d = g / (E(1) + v);
-  if constexpr (kNorm == Normalize::kIncident) d = g * scale;
-  if constexpr (kNorm == Normalize::kSum) d = (g - dot) * scale;
+  if constexpr (kNorm == Normalize::kIncident) d = g / divisor;
+  if constexpr (kNorm == Normalize::kSum) d = (g - dot) / divisor;
   return d * factor;
 }
 
