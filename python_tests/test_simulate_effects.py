@@ -101,8 +101,8 @@ def test_nonlinearity_moves_the_low_energy_response_more_than_the_high():
 
     low = response(NONE.replace(nonlinearity=-0.02), 2.0) / response(NONE, 2.0) - 1
     high = response(NONE.replace(nonlinearity=-0.02), 80.0) / response(NONE, 80.0) - 1
-    assert low == pytest.approx(-0.02 * 10 / (10 + 2.0), rel=0.1)  # 1 + n E0 / (E0 + E), E0 = 10 GeV
-    assert high == pytest.approx(-0.02 * 10 / (10 + 80.0), rel=0.1)
+    assert low == pytest.approx(-0.02 * 1 / (1 + 2.0), rel=0.1)  # 1 + n E0 / (E0 + E), E0 = 1 GeV
+    assert high == pytest.approx(-0.02 * 1 / (1 + 80.0), rel=0.1)
 
 
 def test_noise_residual_moves_the_empty_cell_rms_only():

@@ -84,8 +84,9 @@ RESIDUALS = {
     "pileup_residual": 0.0,
 }
 
-#: Non-linearity: the response is 1 + nonlinearity x E0 / (E0 + E_visible), E0 in GeV.
-NONLINEARITY_E0_GEV = 10.0
+#: Non-linearity: the response is 1 + nonlinearity x E0 / (E0 + E_visible), E0 in GeV: a fixed
+#: mis-modelled energy offset (n E0, e.g. upstream material) seen as ~n/2 at 1 GeV and ~n E0 / E above.
+NONLINEARITY_E0_GEV = 1.0
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class DetectorEffects:
         pion_width_scale, pion_length_scale: the pions' non-EM part is this much wider / longer.
         miscalibration: rms of the per-cell calibration factors 1 + m z, z ~ N(0, 1).
         layer_miscalibration: each layer's sampling fraction is off by +- this (sign per layer).
-        nonlinearity: response 1 + n E0 / (E0 + E_visible) (E0 = 10 GeV): about n at 1 GeV, n/10 at 100.
+        nonlinearity: response 1 + n E0 / (E0 + E_visible) (E0 = 1 GeV): n/2 at 1 GeV, n/16 at 15 GeV.
         noise_residual: the real noise is (1 + this) x nominal (thresholds stay at the nominal noise).
         extra_dead_fraction: dead cells beyond the known map.
         hot_fraction: intermittent hot cells; each fires in a fraction ``hot_rate`` of the events and

@@ -34,12 +34,12 @@ REALISTIC_RESIDUALS = {
     "pion_length_scale": 1.08,         # non-EM length +8% (range 5-15%)
     "miscalibration": 0.0075,          # per-cell rms 0.75% (range 0.5-1%)
     "layer_miscalibration": 0.015,     # per-layer sampling fraction +-1.5% (range 1-2%)
-    "nonlinearity": -0.01,             # -1% at low energy (range ~1%)
+    "nonlinearity": -0.015,            # -0.75% at 1 GeV, -0.09% at 15 GeV (range ~1% low, <= 0.1% >= 15 GeV)
     "noise_residual": 0.15,            # noise +15% (range +-10-20%)
     "extra_dead_fraction": 0.0005,     # extra dead cells 0.05% (range <= 0.1%)
     "hot_fraction": 0.0004,            # intermittent hot cells 0.04% (range <= 0.05%)
     "crosstalk_residual": 0.015,       # cross-talk +1.5 points (range 1-2 points)
-    "pileup_residual": 0.15,           # pile-up +15% (range +-20%)
+    "pileup_residual": 0.05,           # pile-up +5% (range +-3-7% after reweighting)
 }
 
 #: ``stress`` = the realistic residuals times this (in distance from neutral).
@@ -73,7 +73,7 @@ PRIOR = NOMINAL.replace(
     extra_dead_fraction=Randomized(0.0, 0.001),
     hot_fraction=Randomized(0.0, 0.0005),
     crosstalk_residual=Randomized(-0.02, 0.02),
-    pileup_residual=Randomized(-0.2, 0.2),
+    pileup_residual=Randomized(-0.05, 0.05),
 )
 
 
