@@ -9,7 +9,7 @@ from sim2real_fast.adapt import checkpoint as checkpoint_module
 from sim2real_fast.models import CaloCNN
 
 TINY = AdaptConfig(epochs=1, batch_size=64, pseudo_iterations=1, pseudo_threshold=0.34, few_shot_epochs=1,
-                   few_shot_k=4, simclr_epochs=1)
+                   few_shot_k=4, simclr_epochs=1, translate_epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The ``sim2real`` command: ``run`` (the main job), ``train``, ``adapt``, ``evaluate`` (its steps; see
-:mod:`sim2real_fast.workflow.commands`), ``simulate`` and ``gap``.
+:mod:`sim2real_fast.workflow.commands`), ``simulate``, ``gap`` and ``translate``.
 
     sim2real simulate --out DIR [--events N] [--preset realistic] [--seed S] [--geometry calogan]
                       [--lumisections N] [--hdf5] [--dqm-format tree|th2]
@@ -15,6 +15,18 @@ showers when the geometry is calogan, CaloChallenge otherwise; HCAL DQM layout f
 trains the CaloCNN classifier (e+ / gamma / pi+) on the sim domain (preset nominal) and on
 domain-randomised simulation (the prior) and prints its accuracy and e+/gamma AUC on held-out sim and
 on each "real" preset, and the drops; ``--out`` also writes the full result as JSON.
+
+    sim2real translate train --method M (--sim FILE --real FILE | --data ROOT) --out DIR [--geometry G]
+                             [--epochs E] [--events N] [--batch-size B] [--seed S] [--resume]
+    sim2real translate apply --model DIR/model.pt --input FILE --output FILE [--step-size N]
+    sim2real translate evaluate --model DIR/model.pt --sim FILE --real FILE --out DIR [--events N]
+
+image-level sim-to-real translation (see :mod:`sim2real_fast.workflow.translation`): ``train`` fits a
+translator (cyclegan, simgan, pix2pix, ...) on sim and real showers (ROOT, HDF5 or npy files, folders,
+or the CycleGAN layout ROOT/trainA, ROOT/trainB) and writes DIR/model.pt with a checkpoint per epoch in
+DIR/checkpoints; ``apply`` translates a file step by step into an event file of the same schema
+(.root; .h5 or .npy by extension); ``evaluate`` writes DIR/results.json and DIR/report.md with figures:
+the distances of sim (the starting point), translated sim and a real half (the floor) to real showers.
 """
 
 from __future__ import annotations
@@ -155,6 +167,94 @@ def gap_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def translate_command(args: argparse.Namespace) -> int:
+    from .io import MissingKeyError
+    from .workflow import translation
+
+    started = time.perf_counter()
+    try:
+        if args.step == "train":
+            path = translation.train(args.method, out=args.out, sim=args.sim, real=args.real, data=args.data,
+                                     geometry=args.geometry, epochs=args.epochs, events=args.events,
+                                     batch_size=args.batch_size, seed=args.seed, resume=args.resume)
+            print(f"sim2real translate train: {args.method} trained in {time.perf_counter() - started:.0f} s; "
+                  f"written {path} (checkpoints in {Path(args.out) / 'checkpoints'})")
+        elif args.step == "apply":
+            n = translation.apply(args.model, input_file=args.input, output_file=args.output, geometry=args.geometry,
+                                  step_size=args.step_size)
+            print(f"sim2real translate apply: {n} showers translated in {time.perf_counter() - started:.0f} s; "
+                  f"written {args.output}")
+        else:
+            results = translation.evaluate(args.model, sim=args.sim, real=args.real, out=args.out,
+                                           geometry=args.geometry, events=args.events, seed=args.seed)
+            print(f"\nsim2real translate evaluate: {results['method']} on {results['events']['sim']} sim and "
+                  f"{results['events']['real']} real showers, {results['seconds']:.0f} s")
+            _print_table(["metric", *translation.RESULT_ENTRIES.values()], translation.summary_rows(results))
+            kept = results["label_preservation"]
+            if kept is not None:
+                print(f"label preservation: sim-trained classifier {100 * kept['accuracy_sim']:.1f}% on sim, "
+                      f"{100 * kept['accuracy_translated']:.1f}% on translated sim")
+            print(f"\nwritten: {Path(args.out) / 'results.json'}, {Path(args.out) / 'report.md'} (+ figures)")
+    except (ValueError, TypeError, OSError, MissingKeyError) as error:  # bad files or options: one line, no traceback
+        args.error(_one_line(error))
+    return 0
+
+
+def _add_translate(commands) -> None:
+    from .translate import REGISTRY
+
+    positive, non_negative = _int_at_least(1), _int_at_least(0)
+    paragraphs = __doc__.split("\n\n")
+    translate = commands.add_parser("translate", help="image-level sim-to-real translation: train, apply, evaluate",
+                                    description=paragraphs[5].strip("\n") + "\n\n" + paragraphs[6].strip(),
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = translate.add_subparsers(dest="step", required=True)
+    train = steps.add_parser("train", help="fit a translator on sim and real showers; writes DIR/model.pt",
+                             description="fit a translator on sim and real showers; writes DIR/model.pt and "
+                                         "DIR/checkpoints/ (one per epoch)")
+    train.add_argument("--method", required=True, choices=sorted(REGISTRY), help="the translator")
+    train.add_argument("--sim", default=None, help="sim showers: ROOT event tree, HDF5 or npy file, or a folder")
+    train.add_argument("--real", default=None, help="real showers: ROOT event tree, HDF5 or npy file, or a folder")
+    train.add_argument("--data", default=None,
+                       help="instead of --sim/--real: a folder holding trainA/ (sim) and trainB/ (real)")
+    train.add_argument("--geometry", default="calogan", help="geometry of the files (default calogan)")
+    train.add_argument("--out", required=True, help="output folder: model.pt, checkpoints/")
+    train.add_argument("--epochs", type=positive, default=None, help="epochs (default: the translator's)")
+    train.add_argument("--events", type=positive, default=None, help="train on the first N showers of each side")
+    train.add_argument("--batch-size", type=positive, default=None, help="showers per step (default: the translator's)")
+    train.add_argument("--seed", type=non_negative, default=None, help="training seed (default 0)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    train.set_defaults(run=translate_command, error=train.error)
+
+    apply = steps.add_parser("apply", help="translate a shower file into an event file of the same schema",
+                             description="translate a shower file step by step into a ROOT event tree (hit_cell, "
+                                         "hit_energy MeV, label and energy GeV carried over), or .h5 / .npy by "
+                                         "the output's extension")
+    apply.add_argument("--model", required=True, help="model.pt written by sim2real translate train")
+    apply.add_argument("--input", required=True, help="showers to translate: ROOT, HDF5 or npy file, or a folder")
+    apply.add_argument("--output", required=True, help="translated showers: .root, .h5/.hdf5 or .npy")
+    apply.add_argument("--geometry", default=None, help="expected geometry of the model (default: the model's)")
+    apply.add_argument("--step-size", type=positive, default=50_000, help="showers read and written at a time")
+    apply.set_defaults(run=translate_command, error=apply.error)
+
+    evaluate = steps.add_parser("evaluate", help="distances of sim, translated sim and real halves to real showers",
+                                description="results.json and report.md (with figures): sim vs real, translated "
+                                            "vs real and real vs real (the floor)")
+    evaluate.add_argument("--model", required=True, help="model.pt written by sim2real translate train")
+    evaluate.add_argument("--sim", required=True, help="sim showers to translate (labels enable the particle checks)")
+    evaluate.add_argument("--real", required=True, help="real showers to compare with")
+    evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument("--geometry", default=None, help="expected geometry of the model (default: the model's)")
+    evaluate.add_argument("--events", type=positive, default=None, help="use the first N showers of each file")
+    evaluate.add_argument("--seed", type=non_negative, default=0, help="seed of the halves, metrics and classifier")
+    evaluate.set_defaults(run=translate_command, error=evaluate.error)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .simulate import PRESETS
 
@@ -194,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .workflow.commands import add_commands
 
     add_commands(commands)
+    _add_translate(commands)
     return parser
 
 

@@ -21,15 +21,17 @@ from .base import FILE_FORMAT, REGISTRY, ImagePool, Translator, TranslatorFileEr
 from .base import register
 from .cyclegan import CycleGAN  # importing a translator's module registers it
 from .data import read_domain, read_layout, write_layout
-from .networks import LayeredPatchDiscriminator, LayeredResnetGenerator, ShowerCodec
+from .networks import LayeredPatchDiscriminator, LayeredResnetGenerator, ShowerCodec, zero_suppression
 from .pix2pix import ConditionalPatchDiscriminator, LayeredUnetGenerator, Pix2Pix
 from .simgan import HistoryBuffer, SimGAN, local_adversarial_loss
+from .style import StyleTransfer
 
 __all__ = [
     "ConditionalPatchDiscriminator", "CycleGAN", "FILE_FORMAT", "HistoryBuffer", "ImagePool",
     "LayeredPatchDiscriminator", "LayeredResnetGenerator", "LayeredUnetGenerator", "linear_decay", "load",
     "local_adversarial_loss", "Pix2Pix", "read_domain", "read_layout", "read_payload", "register", "REGISTRY",
-    "ShowerCodec", "SimGAN", "Translator", "TranslatorFileError", "write_layout",
+    "ShowerCodec", "SimGAN", "StyleTransfer", "Translator", "TranslatorFileError", "write_layout",
+    "zero_suppression",
 ]
 
 

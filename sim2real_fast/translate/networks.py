@@ -78,6 +78,7 @@ __all__ = [
     "layer_groups",
     "lsgan_loss",
     "upsample_to",
+    "zero_suppression",
 ]
 
 
@@ -171,6 +172,20 @@ class ShowerCodec(nn.Module):
 
     def extra_repr(self) -> str:
         return f"geometry={self.geometry.name!r}, log_scale={self.log_scale}"
+
+
+def zero_suppression(real: torch.Tensor, geometry: str | _geometry.Geometry, *, floor_mev: float = 1.0) -> list[float]:
+    """Per layer, the smallest non-zero energy of (N, n_cells) MeV real showers (at least ``floor_mev``).
+
+    The readout threshold of the real detector as its data show it, without labels: translated
+    showers are suppressed there, so that a translator cannot add cells that the real detector
+    would never record (pass it as a translator's ``threshold_mev``). A layer with no non-zero cell gets ``floor_mev``.
+    """
+    thresholds = []
+    for layer in _geometry.get(geometry).split_layers(real):
+        hits = layer[layer > 0]
+        thresholds.append(max(floor_mev, float(hits.min())) if hits.numel() else floor_mev)
+    return thresholds
 
 
 def energy_loss(energy: torch.Tensor, reference: torch.Tensor, *, tolerance: float) -> torch.Tensor:

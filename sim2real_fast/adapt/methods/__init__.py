@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import (  # noqa: F401  (each import registers its method)
     coral,
+    cyclegan,
     dann,
     domain_randomization,
     few_shot,
@@ -17,7 +18,9 @@ from . import (  # noqa: F401  (each import registers its method)
     pseudo_label,
     rescale_layers,
     simclr,
+    simgan,
     source_only,
+    style,
     target_oracle,
 )
 from .base import REGISTRY, Extra, Method, Stage, register, train_stage
