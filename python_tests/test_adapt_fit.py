@@ -17,11 +17,14 @@ def domains():
     sim = simulate.showers(256, seed=11, effects="nominal")
     real = simulate.showers(192, effects="stress", seed=12)
     randomized = simulate.showers(256, effects=simulate.PRIOR, seed=13)
+    pairs = simulate.paired_showers(128, real_effects="stress", seed=14)
     return {
         "source": Domain(sim.images, sim.labels, name="sim"),
         "target": Domain(real.images, real.labels, name="real"),
         "target_labelled": Domain(real.images, real.labels, name="real"),
         "randomized_source": Domain(randomized.images, randomized.labels, name="randomized"),
+        "paired": (Domain(pairs.sim.images, pairs.sim.labels, name="pair_sim"),
+                   Domain(pairs.real.images, name="pair_real")),
     }
 
 

@@ -67,9 +67,9 @@ class AdaptConfig:
             and by ``mask_z`` standard errors.
         mask_z: the significance both tests of ``mask_cells`` require.
         translate_epochs: epochs of the translator's training in the translation methods (``cyclegan``,
-            ``simgan``); None: the translator's ``default_epochs``.
-        translate_events: at most this many showers of each domain (drawn with ``seed``) train the
-            translator; the whole labelled simulation is translated.
+            ``simgan``, ``pix2pix``, ``style``); None: the translator's ``default_epochs``.
+        translate_events: at most this many showers of each domain (``pix2pix``: pairs), drawn with
+            ``seed``, train the translator; the whole labelled simulation is translated.
         seed: the seed of everything random inside fit (batch order, augmentations, k-shot draw, the
             translator's showers and training, initialisation of the discriminator and projection heads,
             dropout).

@@ -92,6 +92,7 @@ def fit(
     config: AdaptConfig = AdaptConfig(),
     target_labelled: Domain | None = None,
     randomized_source: Domain | None = None,
+    paired: tuple[Domain, Domain] | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
@@ -112,6 +113,9 @@ def fit(
             from which ``few_shot`` draws ``config.few_shot_k`` events per class.
         randomized_source: labelled domain-randomised simulation, the training set of
             ``domain_randomization`` (which then ignores ``source``'s events but not its size).
+        paired: (sim, real): the same events through the sim detector and the real one, row i of
+            each the same shower (e.g. test-beam events simulated one by one), the training set of
+            ``pix2pix``'s translator.
         checkpoint_dir: a folder, created if missing, empty (or one with this run's checkpoints and
             ``resume=True``): a file per epoch is written there. Without it the checkpoints keep
             the model's state_dict in memory.
@@ -134,7 +138,7 @@ def fit(
         if not isinstance(getattr(model, name, None), int):
             raise TypeError(f"fit: model must have an int attribute {name!r} (the features + head protocol)")
     run = _Run(methods, model, config, source=source, target=target, target_labelled=target_labelled,
-               randomized_source=randomized_source, augment=augment)
+               randomized_source=randomized_source, paired=paired, augment=augment)
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     if resume and folder is None:
         raise ValueError("fit: resume=True needs the checkpoint_dir of the run to continue")
@@ -166,12 +170,12 @@ class _Run:
     """The state of one fit: model, methods, helper heads, optimisers, generator, history.
 
     Methods read ``labelled`` (the labelled training domain), ``source``, ``target`` (unlabelled),
-    ``target_labelled``, ``randomized_source``, ``model``, ``heads``, ``optimizers``, ``generator``,
+    ``target_labelled``, ``randomized_source``, ``paired``, ``model``, ``heads``, ``optimizers``, ``generator``,
     ``augment``, ``device`` and ``shared`` (values one method leaves for another, e.g. the k shots).
     """
 
     def __init__(self, methods: tuple[Method, ...], model, config, *, source, target, target_labelled,
-                 randomized_source, augment):
+                 randomized_source, paired, augment):
         self.methods, self.model, self.config = methods, model, config
         self.name = "+".join(m.name for m in methods)
         sees = set().union(*(m.sees for m in methods))
@@ -183,13 +187,17 @@ class _Run:
         self.randomized_source = randomized_source if "randomized_source" in sees else None
         if "randomized_source" in sees:
             _check_domain(self.name, "randomized_source", randomized_source, labelled=True)
+        self.paired = None
+        if "paired" in sees:
+            self.paired = _check_paired(self.name, paired)
         self.target = None
         if "target" in sees:
             _check_domain(self.name, "target", target, labelled=False)
             self.target = target.unlabelled()
         self.labelled = next((d for m in methods if (d := m.labelled(self)) is not None), source)
         for name, domain in (("target", self.target), ("target_labelled", self.target_labelled),
-                             ("randomized_source", self.randomized_source)):
+                             ("randomized_source", self.randomized_source),
+                             *((f"paired[{k}]", d) for k, d in enumerate(self.paired or ()))):
             if domain is not None and domain.inputs.shape[1:] != source.inputs.shape[1:]:
                 raise ValueError(f"fit({self.name!r}): {name} inputs are (N, {tuple(domain.inputs.shape[1:])}) "
                                  f"but source inputs are (N, {tuple(source.inputs.shape[1:])})")
@@ -201,7 +209,8 @@ class _Run:
             "format": _FORMAT, "method": self.name, "config": config.digest(),
             "sizes": {"source": len(source), "labelled": len(self.labelled),
                       "target": None if self.target is None else len(self.target),
-                      "target_labelled": None if self.target_labelled is None else len(self.target_labelled)},
+                      "target_labelled": None if self.target_labelled is None else len(self.target_labelled),
+                      **({} if self.paired is None else {"paired": len(self.paired[0])})},
             "epochs": len(self.plan),
         }
         self.history: list[dict] = []
@@ -398,6 +407,18 @@ def _check_domain(method: str, argument: str, domain, *, labelled: bool) -> None
         raise ValueError(f"fit({method!r}): {argument} has no events")
     if labelled and not domain.labelled:
         raise ValueError(f"fit({method!r}): {argument} must be labelled (Domain.labels), got {domain.name!r} without")
+
+
+def _check_paired(method: str, paired) -> tuple[Domain, Domain]:
+    if not (isinstance(paired, tuple) and len(paired) == 2):
+        raise ValueError(f"fit({method!r}) needs paired: a (sim, real) tuple of Domains of the same events, "
+                         f"got {type(paired).__name__}")
+    for k, domain in enumerate(paired):
+        _check_domain(method, f"paired[{k}]", domain, labelled=False)
+    if len(paired[0]) != len(paired[1]):
+        raise ValueError(f"fit({method!r}): paired sim and real must hold the same events, got {len(paired[0])} "
+                         f"and {len(paired[1])}")
+    return paired
 
 
 def _n_batches(n: int, batch_size: int) -> int:

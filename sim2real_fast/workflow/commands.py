@@ -32,8 +32,8 @@ def _run_config(args: argparse.Namespace):
     if args.quick:
         description = {**description, **{k: v for k, v in QUICK.items() if k != "adapt"},
                        "adapt": {**description.get("adapt", {}), **QUICK["adapt"]}}
-    flags = {"out": args.out, "sim": args.sim, "real": args.real, "geometry": args.geometry, "preset": args.preset,
-             "methods": args.methods, "seeds": args.seeds, "events": args.events, "real_events": args.real_events,
+    flags = {"out": args.out, "sim": args.sim, "real": args.real, "pairs": args.pairs, "geometry": args.geometry,
+             "preset": args.preset, "methods": args.methods, "seeds": args.seeds, "events": args.events, "real_events": args.real_events,
              "threads": args.threads, "detector_seeds": args.detector_seeds, "selection": args.selection,
              "real_class_fractions": args.real_class_fractions}
     description |= {k: v for k, v in flags.items() if v is not None}
@@ -90,7 +90,7 @@ def adapt_command(args: argparse.Namespace) -> int:
     try:
         path = adapt_step(method, sim=args.sim, real=getattr(args, "real", None), out=args.out,
                           geometry=args.geometry, config=_adapt_config(args), resume=args.resume,
-                          real_test=getattr(args, "real_test", None))
+                          real_test=getattr(args, "real_test", None), pairs=getattr(args, "pairs", None))
     except (ValueError, FileNotFoundError) as error:
         args.error(str(error))
     print(f"sim2real {args.command}: {method} trained; written {path} (+ model.pt, model.onnx)")
@@ -141,6 +141,8 @@ def add_commands(commands) -> None:
     run.add_argument("--out", default=None, help="output folder (default sim2real-run)")
     run.add_argument("--sim", default=None, help="labelled simulation: ROOT event tree file(s)")
     run.add_argument("--real", default=None, help="real data: ROOT event tree (labels used for evaluation only)")
+    run.add_argument("--pairs", default=None, metavar="DIR",
+                     help="pix2pix with --sim/--real: trainA/ (sim) and trainB/ (real) files of the same events")
     run.add_argument("--geometry", default=None, help="geometry of the files (default calogan)")
     run.add_argument("--methods", nargs="+", default=None,
                      help="methods, e.g. source_only dann coral+mmd dann+pseudo_label (default: all)")
@@ -169,6 +171,8 @@ def add_commands(commands) -> None:
         if name == "adapt":
             step.add_argument("--real", required=True, help="real data: ROOT event tree file(s)")
             step.add_argument("--method", required=True, help="e.g. dann, coral, mmd, dann+pseudo_label, few_shot")
+            step.add_argument("--pairs", default=None, metavar="DIR",
+                              help="pix2pix: trainA/ (sim) and trainB/ (real) files of the same events")
             step.add_argument("--k", type=_positive, default=None, help="few_shot: labelled real events per class")
             step.add_argument("--real-test", default=None,
                               help="real test file; without it half of --real is held out (out/real_split.json)")

@@ -39,7 +39,10 @@ class RunConfig:
     ``sim_preset`` digitises the simulated sim domain (``nominal``: an experiment's simulation, with
     its nominal noise, pile-up and known dead cells); ``preset`` is the real detector, one instance
     per ``detector_seeds`` entry (dead and hot cells, calibration; each with its own events, seed
-    ``data_seed + 1 + 1000 * detector_seed``). ``real_class_fractions`` (one per class, summing to 1)
+    ``data_seed + 1 + 1000 * detector_seed``). ``pairs``: a folder of trainA/ (sim) and trainB/ (real)
+    files of the same events, the training set of ``pix2pix``'s translator with the user's files; a
+    simulated preset makes ``adapt.translate_events`` pairs itself (:func:`~sim2real_fast.simulate.paired_showers`,
+    seed ``data_seed + 3 + 1000 * detector_seed``). ``real_class_fractions`` (one per class, summing to 1)
     subsamples the real events to other class fractions than the simulation's (label shift).
 
     Every method is trained once per detector instance and seed in ``seeds`` (weights, batch order,
@@ -52,6 +55,7 @@ class RunConfig:
     out: str = "sim2real-run"
     sim: str | None = None
     real: str | None = None
+    pairs: str | None = None
     geometry: str = "calogan"
     preset: str = "realistic"
     sim_preset: str = "nominal"
@@ -90,6 +94,8 @@ class RunConfig:
             if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
                 raise ValueError(f"RunConfig: {name} must be distinct non-negative ints, got {list(seeds)}")
             object.__setattr__(self, name, seeds)
+        if self.pairs is not None and self.sim is None:
+            raise ValueError("RunConfig: pairs goes with sim and real files; a simulated preset makes its own pairs")
         if self.sim is not None and len(self.detector_seeds) > 1:
             raise ValueError("RunConfig: detector_seeds draws simulated real detectors; with --real files give one")
         from ..simulate import PRESETS

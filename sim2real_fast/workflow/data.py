@@ -14,8 +14,8 @@ from .. import io, simulate
 from ..adapt import Domain
 from .config import RunConfig
 
-__all__ = ["RunData", "SimSide", "load_data", "load_sim", "particle_names", "randomized_copy", "read_domain",
-           "simulate_domain"]
+__all__ = ["RunData", "SimSide", "load_data", "load_pairs", "load_sim", "particle_names", "randomized_copy",
+           "read_domain", "simulate_domain"]
 
 _CHUNK = 10_000  # showers simulated per progress step
 
@@ -31,6 +31,8 @@ class RunData:
         real_test: labelled real events every "real" score comes from.
         real: every event of ``real_file`` in entry order (for the per-event predictions).
         randomized: labelled domain-randomised simulation, or None when no method needs it.
+        paired: (sim, real) Domains of the same events through both detectors (``pix2pix``), or None
+            when no method needs them (:func:`load_pairs`).
         real_split: (N_real,) int8 per event of ``real_file`` in entry order: 0 adaptation, 1 test,
             -1 left out (label shift: ``real_class_fractions``).
         sim_file, real_file: the event files (written under ``out/data`` when simulated).
@@ -50,6 +52,7 @@ class RunData:
     sim_file: Path
     real_file: Path
     detector_seed: int | None = None
+    paired: tuple[Domain, Domain] | None = None
 
 
 def simulate_domain(n: int, *, geometry, effects, seed: int, description: str, progress: bool = True):
@@ -97,6 +100,42 @@ def read_domain(path, geometry, what: str, *, labelled: bool, min_events: int = 
         raise ValueError(f"{what} file {str(path)!r} has unlabelled events (no 'label' branch, or label -1), "
                          f"but the {what} domain needs labels here")
     return Domain(showers.images, showers.labels if has_labels else None, showers.energy.float(), what)
+
+
+def load_pairs(pairs, geometry) -> tuple[Domain, Domain]:
+    """The paired showers of a folder in the CycleGAN layout: ``trainA/`` sim and ``trainB/`` real files
+    of the same events in the same order (:func:`sim2real_fast.translate.read_layout`, ``paired=True``)."""
+    from ..translate import read_layout
+
+    if not Path(pairs).is_dir():
+        raise FileNotFoundError(f"pairs folder not found: {str(pairs)!r} (expected trainA/ sim and trainB/ real files "
+                                "of the same events)")
+    return read_layout(pairs, geometry=geometry, paired=True)
+
+
+def _needs_pairs(config: RunConfig) -> bool:
+    from ..adapt.methods import REGISTRY, parse_method
+
+    return any("paired" in REGISTRY[name].sees for method in config.methods for name in parse_method(method))
+
+
+def _simulated_pairs(config: RunConfig, geometry, detector_seed: int, progress: bool) -> Path:
+    """``out/data/pairs-<preset>-d<k>/``: ``translate_events`` showers simulated through the sim detector
+    (trainA) and the same events through the real detector instance (trainB), seed
+    ``data_seed + 3 + 1000 * detector_seed``; kept as it is when it exists."""
+    from ..translate import write_layout
+
+    folder = Path(config.out) / "data" / f"pairs-{config.preset}-d{detector_seed}"
+    files = [folder / side / "pairs.root" for side in ("trainA", "trainB")]
+    if not all(f.exists() for f in files):
+        if progress:
+            print(f"paired sim/real showers ({config.preset}, detector {detector_seed}) ...", file=sys.stderr)
+        pairs = simulate.paired_showers(config.adapt.translate_events, geometry=geometry,
+                                        sim_effects=config.sim_preset,
+                                        real_effects=simulate.real_effects(config.preset, detector_seed),
+                                        seed=config.data_seed + 3 + 1000 * detector_seed)
+        write_layout(folder, pairs.sim, pairs.real, geometry=geometry, name="pairs")
+    return folder
 
 
 def particle_names(n_classes: int) -> tuple[str, ...]:
@@ -192,8 +231,18 @@ def load_data(config: RunConfig, *, detector_seed: int | None = None, sim: SimSi
     real_split = torch.full((len(real),), -1, dtype=torch.int8)
     real_split[adapt_index] = 0
     real_split[test_index] = 1
+    paired = None
+    if _needs_pairs(config):
+        if config.real is None:
+            paired = load_pairs(_simulated_pairs(config, geometry, detector_seed, progress), geometry)
+        elif config.pairs is None:
+            raise ValueError(f"methods {[m for m in config.methods if 'pix2pix' in m]} train on paired showers: give "
+                             "--pairs DIR (trainA/ sim and trainB/ real files of the same events, e.g. test-beam "
+                             "events simulated one by one)")
+        else:
+            paired = load_pairs(config.pairs, geometry)
     return RunData(
         geometry=geometry, class_names=class_names, sim_train=sim_train, sim_val=sim_val,
         real_adapt=real.subset(adapt_index), real_test=real.subset(test_index), real=real, randomized=randomized,
-        real_split=real_split, sim_file=sim_file, real_file=real_file, detector_seed=detector_seed,
+        real_split=real_split, sim_file=sim_file, real_file=real_file, detector_seed=detector_seed, paired=paired,
     )

@@ -86,7 +86,7 @@ def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Pa
     with EnergyMeter() as meter:
         fitted = fit(method, model, source=data.sim_train, target=data.real_adapt.unlabelled(),
                      config=dataclasses.replace(config.adapt, seed=seed), target_labelled=data.real_adapt,
-                     randomized_source=data.randomized,
+                     randomized_source=data.randomized, paired=data.paired,
                      checkpoint_dir=checkpoints, resume=resume,
                      progress=progress)
     result, arrays = evaluate_fit(fitted, data, seed=seed, selection=config.selection)

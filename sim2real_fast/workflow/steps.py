@@ -16,24 +16,27 @@ import torch
 from .. import geometry as _geometry
 from .. import io
 from ..adapt import AdaptConfig, fit, parse_method
+from ..adapt.methods import REGISTRY
 from ..evaluate import (EnergyMeter, classification_metrics, feature_mmd, gap_alarm, particle_metrics,
                         proxy_a_distance, two_sample_auc)
 from ..io._atomic import atomic_path
 from ..models import CaloCNN, predict
-from .data import particle_names, randomized_copy, read_domain
+from .data import load_pairs, particle_names, randomized_copy, read_domain
 
 __all__ = ["adapt_step", "evaluate_step", "load_model"]
 
 
 def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: str = "calogan",
                config: AdaptConfig = AdaptConfig(), resume: bool = False, progress: bool = True,
-               real_test: str | None = None, test_fraction: float = 0.5, log=print) -> Path:
+               real_test: str | None = None, test_fraction: float = 0.5, pairs: str | None = None,
+               log=print) -> Path:
     """Fit ``method`` ("source_only" for ``sim2real train``) on the files and save it in ``out``; returns model.ckpt.
 
     The real file is split: ``test_fraction`` of its events (a fixed random draw, seed 0) are held out
     and never adapted on nor drawn as shots, and their entry numbers are saved in ``out/real_split.json``
     to evaluate on; with ``real_test`` that file is the test set instead and every event of ``real`` is
     used. Domain randomisation applies the prior's image-level residuals to the sim file's events.
+    ``pairs``: the folder of paired sim/real files ``pix2pix`` trains its translator on (:func:`load_pairs`).
     """
     methods = parse_method(method)
     geometry = _geometry.get(geometry)
@@ -70,6 +73,12 @@ def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: s
     randomized = None
     if "domain_randomization" in methods:
         randomized = randomized_copy(source, geometry, seed=config.seed + 2)
+    paired = None
+    if any("paired" in REGISTRY[m].sees for m in methods):
+        if pairs is None:
+            raise ValueError(f"method {method!r} trains on paired showers: give --pairs DIR (trainA/ sim and trainB/ "
+                             "real files of the same events, e.g. test-beam events simulated one by one)")
+        paired = load_pairs(pairs, geometry)
     class_names = particle_names(int(source.labels.max()) + 1)
     if not resume:
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)
@@ -79,6 +88,7 @@ def adapt_step(method: str, *, sim: str, real: str | None, out: str, geometry: s
     with EnergyMeter() as meter:
         fitted = fit(method, model, source=source, target=None if target is None else target.unlabelled(),
                      config=config, target_labelled=target if needs_labels else None, randomized_source=randomized,
+                     paired=paired,
                      checkpoint_dir=folder / "checkpoints", resume=resume, progress=progress)
     saved = {"state_dict": fitted.model.state_dict(), "geometry": geometry.to_dict(), "class_names": class_names,
              "method": method, "config": config.to_dict(), "history": fitted.history,

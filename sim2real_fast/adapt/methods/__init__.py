@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (each import registers its method)
     few_shot,
     mask_cells,
     mmd,
+    pix2pix,
     pseudo_label,
     rescale_layers,
     simclr,

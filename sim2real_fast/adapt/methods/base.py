@@ -72,7 +72,8 @@ class Method:
         name: the name users write (``"dann"``); order: its place in a combination's canonical name.
         standalone: a reference that combines with no other method.
         sees: what it reads besides the labelled simulation: ``"target"`` (unlabelled real inputs),
-            ``"target_labelled"`` (labelled real events), ``"randomized_source"``.
+            ``"target_labelled"`` (labelled real events), ``"randomized_source"``, ``"paired"``
+            (the same events through both detectors).
         aligns: its losses need an unlabelled target batch beside every labelled batch.
         summary: one line for the README and ``--help``.
     """

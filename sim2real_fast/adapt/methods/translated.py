@@ -61,15 +61,20 @@ class TranslatedSource(Method):
             raise ValueError(f"{self.name}: the model has no .geometry to build the translator on")
         cls = translate.REGISTRY[self.translator_name]
         c = self.config
-        generator = torch.Generator().manual_seed(c.seed)
-        sim_index = _draw(len(run.labelled), c.translate_events, generator)
-        real_index = _draw(len(run.target), c.translate_events, generator)
-        labels = {"sim_labels": run.labelled.labels[sim_index]} if getattr(cls, "needs_sim_labels", False) else {}
+        sim, real, sim_labels = self.training_showers(run, torch.Generator().manual_seed(c.seed))
+        labels = {"sim_labels": sim_labels} if getattr(cls, "needs_sim_labels", False) else {}
         with torch.random.fork_rng(devices=[]):
             self.translator = cls(geometry, threshold_mev=translate.zero_suppression(run.target.inputs, geometry))
-            self.translator.fit(run.labelled.inputs[sim_index], run.target.inputs[real_index],
-                                epochs=c.translate_epochs, seed=c.seed, **labels)
+            self.translator.fit(sim, real, epochs=c.translate_epochs, seed=c.seed, **labels)
         self.reported = False
+
+    def training_showers(self, run, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sim (N, n_cells), real (M, n_cells), sim labels (N,)): at most ``translate_events`` labelled
+        simulated and unlabelled real showers, each drawn on its own."""
+        limit = self.config.translate_events
+        sim_index = _draw(len(run.labelled), limit, generator)
+        real_index = _draw(len(run.target), limit, generator)
+        return run.labelled.inputs[sim_index], run.target.inputs[real_index], run.labelled.labels[sim_index]
 
     def source_transform(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.translator.translate(inputs)
