@@ -1,13 +1,15 @@
 """The sim-to-real benchmark: `sim2real run` over detector instances and training seeds, with its targets.
 
     python benchmarks/main_job.py [--cases stress realistic stress-label-shift] [--detector-seeds 0 1 2]
-                                  [--seeds 0 1] [--events 20000] [--threads 1] [--work DIR]
+                                  [--seeds 0 1] [--events 20000] [--threads 1] [--methods M ...]
+                                  [--work DIR] [--results DIR]
 
 Each case is one ``sim2real run --preset P --detector-seeds ... --seeds ... --no-export`` (a case whose
 WORK/<case>/results.json exists is reused: delete it to rerun; an interrupted case resumes). Every
 number is that of the checkpoint the run's label-free selection rule picked (the package default,
 chosen on `dev` by benchmarks/tune.py); nothing here was tuned on these presets. Writes
-benchmarks/main_job/<case>/ (results.json, report.md, figures) and benchmarks/main_job/SUMMARY.md:
+benchmarks/main_job/<case>/ (results.json, report.md, figures) and benchmarks/main_job/SUMMARY.md (or
+under ``--results DIR``):
 per case and method mean ± std over (instance, seed) runs, the paired difference to source_only with
 its bootstrap 95% interval and the share of instances won, the gap decomposition, and the targets:
 
@@ -132,12 +134,14 @@ def main() -> int:
     parser.add_argument("--threads", default="1")
     parser.add_argument("--methods", nargs="+", default=None, help="default: the run's default methods")
     parser.add_argument("--work", type=Path, default=Path("main-job-runs"), help="where the runs write")
+    parser.add_argument("--results", type=Path, default=HERE, help="where the summary and reports go")
     args = parser.parse_args()
     sim2real = Path(sys.executable).with_name("sim2real")
     summary = ["# The sim-to-real benchmark", "",
                f"Collected by `python benchmarks/main_job.py --cases {' '.join(args.cases)} --detector-seeds "
                f"{' '.join(args.detector_seeds)} --seeds {' '.join(args.seeds)} --events {args.events} --threads "
-               f"{args.threads}` on {platform.platform()}. Train times depend on the machine's load.", ""]
+               f"{args.threads}{' --methods ' + ' '.join(args.methods) if args.methods else ''}"
+               f"{'' if args.results == HERE else f' --results {args.results}'}` on {platform.platform()}. Train times depend on the machine's load.", ""]
     for case in args.cases:
         out = args.work / case
         command = [str(sim2real), "run", *CASES[case], "--detector-seeds", *args.detector_seeds, "--seeds",
@@ -148,7 +152,7 @@ def main() -> int:
             print("+", shown, flush=True)
             subprocess.run(command + (["--resume"] if (out / "run.json").exists() else []), check=True)
         results = json.loads((out / "results.json").read_text())
-        target = HERE / case
+        target = args.results / case
         shutil.rmtree(target, ignore_errors=True)
         (target / "figures").mkdir(parents=True)
         for name in ("results.json", "report.md"):
@@ -158,8 +162,8 @@ def main() -> int:
         machine = results["machine"]
         summary += [f"Machine: {machine['processor']}, {machine['cpu_count']} threads, torch {machine['torch']}, "
                     f"{machine['device']}.", ""] + summarise(case, results, shown)
-    (HERE / "SUMMARY.md").write_text("\n".join(summary) + "\n")
-    print((HERE / "SUMMARY.md").read_text())
+    (args.results / "SUMMARY.md").write_text("\n".join(summary) + "\n")
+    print((args.results / "SUMMARY.md").read_text())
     return 0
 
 
