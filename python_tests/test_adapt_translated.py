@@ -127,6 +127,20 @@ def test_simgan_combines_with_an_alignment(data):
     assert result.history[0]["mmd"] > 0 and result.history[0]["translator"]["epochs"] == 1
 
 
+def test_the_other_methods_see_the_translated_simulation(data):
+    from sim2real_fast.adapt.methods.rescale_layers import layer_scales
+
+    result = _fit("simgan+rescale_layers", data, CONFIG.replace(epochs=1))
+    sim = data["source"].inputs
+    translated = _translator("simgan", data).translate(sim)
+    scales = layer_scales(translated, data["target"].inputs, s2r_geometry.get("calogan"))
+    assert result.history[0]["layer_scales"] == [round(float(s), 6) for s in scales]
+    untranslated = layer_scales(sim, data["target"].inputs, s2r_geometry.get("calogan"))
+    assert not torch.allclose(scales, untranslated, rtol=1e-3)
+    cells = torch.repeat_interleave(scales, torch.tensor([layer.n_cells for layer in s2r_geometry.get("calogan").layers]))
+    torch.testing.assert_close(result.source_transform(sim), translated * cells.float())
+
+
 def test_two_translations_do_not_combine(data):
     with pytest.raises(ValueError, match=r"simgan\+cyclegan.*combines with no other translation"):
         _fit("simgan+cyclegan", data)

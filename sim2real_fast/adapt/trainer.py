@@ -240,11 +240,16 @@ class _Run:
         """Methods' statistics, helper heads and optimisers (initialised from the generators fit has seeded)."""
         c, model = self.config, self.model
         self.generator = torch.Generator().manual_seed(c.seed)
-        for method in self.methods:
-            method.prepare(self)
-        if self.labelled is self.source or self.labelled is self.randomized_source:
-            self.labelled = Domain(self.source_transform(self.labelled.inputs), self.labelled.labels,
-                                   self.labelled.energy, self.labelled.name)
+        transformed = self.labelled is self.source or self.labelled is self.randomized_source
+        first = [m for m in self.methods if m.transforms_first]
+        for group in (first, [m for m in self.methods if not m.transforms_first]):
+            for method in group:
+                method.prepare(self)
+            if transformed and group:
+                inputs = self.labelled.inputs
+                for method in group:
+                    inputs = method.source_transform(inputs)
+                self.labelled = Domain(inputs, self.labelled.labels, self.labelled.energy, self.labelled.name)
         self.heads = nn.ModuleDict()
         supervised: list[nn.Parameter] = []
         for method in self.methods:

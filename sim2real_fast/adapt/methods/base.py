@@ -75,6 +75,9 @@ class Method:
             ``"target_labelled"`` (labelled real events), ``"randomized_source"``, ``"paired"``
             (the same events through both detectors).
         aligns: its losses need an unlabelled target batch beside every labelled batch.
+        transforms_first: it prepares, and its ``source_transform`` applies to the labelled
+            simulation, before the other methods prepare (an image translation: their statistics are
+            then of the translated simulation).
         summary: one line for the README and ``--help``.
     """
 
@@ -83,6 +86,7 @@ class Method:
     standalone: ClassVar[bool] = False
     sees: ClassVar[frozenset[str]] = frozenset()
     aligns: ClassVar[bool] = False
+    transforms_first: ClassVar[bool] = False
     summary: ClassVar[str] = ""
 
     def __init__(self, config: AdaptConfig) -> None:

@@ -40,7 +40,8 @@ class TranslatedSource(Method):
     """Trains on the labelled simulation translated by the translator ``translator_name`` (one per subclass).
 
     ``order`` -1 puts a translation first in a combination's name (``"cyclegan+mmd"``); two translations
-    do not combine.
+    do not combine. ``transforms_first``: the other methods of a combination (``rescale_layers``,
+    ``mask_cells``, ``simclr``) compute their statistics on the translated simulation.
 
     Attributes (after :meth:`prepare`):
         translator: the trained :class:`~sim2real_fast.translate.Translator`, in eval mode.
@@ -48,6 +49,7 @@ class TranslatedSource(Method):
 
     translator_name: ClassVar[str]
     order = -1
+    transforms_first = True
     sees = frozenset({"target"})
 
     def prepare(self, run) -> None:
