@@ -1,5 +1,5 @@
 """The ``sim2real`` command: ``run`` (the main job), ``train``, ``adapt``, ``evaluate`` (its steps; see
-:mod:`sim2real_fast.workflow.commands`), ``simulate``, ``gap`` and ``translate``.
+:mod:`sim2real_fast.workflow.commands`), ``simulate``, ``gap``, ``translate`` and ``generate``.
 
     sim2real simulate --out DIR [--events N] [--preset realistic] [--seed S] [--geometry calogan]
                       [--lumisections N] [--hdf5] [--dqm-format tree|th2]
@@ -27,6 +27,22 @@ or the CycleGAN layout ROOT/trainA, ROOT/trainB) and writes DIR/model.pt with a 
 DIR/checkpoints; ``apply`` translates a file step by step into an event file of the same schema
 (.root; .h5 or .npy by extension); ``evaluate`` writes DIR/results.json and DIR/report.md with figures:
 the distances of sim (the starting point), translated sim and a real half (the floor) to real showers.
+
+    sim2real generate train [--data FILE] [--geometry G] [--model vae|flow-vae] --out DIR [--epochs E]
+                            [--events N] [--particle P] [--resume] [--seed S]
+    sim2real generate sample --model DIR|DIR/model.pt --n N --output FILE.h5|FILE.root [--energy LO-HI|E]
+                             [--particle P] [--format calogan|calochallenge] [--geometry G] [--step-size S]
+                             [--seed S]
+    sim2real generate evaluate --generated FILE --reference FILE --geometry G --out DIR [--floor FILE]
+                               [--events N] [--seed S]
+
+generative fast simulation (see :mod:`sim2real_fast.workflow.generation`): ``train`` fits a generator of
+showers given incident energy and particle on a ROOT, CaloGAN or CaloChallenge file, or without --data on
+15,000 simulated showers (nominal detector, e+ gamma pi+, uniform in 1-100 GeV), and writes DIR/model.pt
+with a checkpoint per epoch in DIR/checkpoints; ``sample`` draws N showers, uniform in GeV over --energy
+(default: the trained range), step by step into a ROOT event tree or HDF5 (CaloGAN layout for the
+calogan geometry, else CaloChallenge); ``evaluate`` compares any generated file with a reference file
+(and a second reference, the floor) and writes DIR/results.json and DIR/report.md.
 """
 
 from __future__ import annotations
@@ -255,6 +271,102 @@ def _add_translate(commands) -> None:
     evaluate.set_defaults(run=translate_command, error=evaluate.error)
 
 
+def generate_command(args: argparse.Namespace) -> int:
+    from .generate import read_payload
+    from .io import MissingKeyError
+    from .workflow import generation
+
+    started = time.perf_counter()
+    try:
+        if args.step == "train":
+            path = generation.train(args.model, out=args.out, data=args.data, geometry=args.geometry,
+                                    particle=args.particle, epochs=args.epochs, events=args.events, seed=args.seed,
+                                    resume=args.resume)
+            payload = read_payload(path)
+            history = payload["history"]
+            best = next((h for h in history if h["epoch"] == payload["best_epoch"]), None)
+            loss = "" if best is None else f", validation loss {best['validation_loss']:.4g}"
+            print(f"sim2real generate train: {payload['method']} trained {len(history)} epochs in "
+                  f"{time.perf_counter() - started:.0f} s, kept epoch {payload['best_epoch']}{loss}; written {path} "
+                  f"(checkpoints in {Path(args.out) / 'checkpoints'})")
+        elif args.step == "sample":
+            energy = None if args.energy is None else generation.parse_energy(args.energy)
+            n = generation.sample(args.model, n=args.n, output=args.output, energy=energy, particle=args.particle,
+                                  layout=args.format, geometry=args.geometry, step_size=args.step_size,
+                                  seed=args.seed)
+            print(f"sim2real generate sample: {n} showers in {time.perf_counter() - started:.0f} s; "
+                  f"written {args.output}")
+        else:
+            results = generation.evaluate(generated=args.generated, reference=args.reference,
+                                          geometry=args.geometry, out=args.out, floor=args.floor,
+                                          events=args.events, seed=args.seed)
+            print(f"\nsim2real generate evaluate: {args.generated} against {args.reference}, "
+                  f"{time.perf_counter() - started:.0f} s")
+            _print_table(*generation.summary_table(results))
+            print(f"\nwritten: {Path(args.out) / 'results.json'}, {Path(args.out) / 'report.md'}")
+    except (ValueError, TypeError, OSError, ImportError, FloatingPointError, MissingKeyError) as error:  # one line
+        args.error(_one_line(error))
+    return 0
+
+
+def _add_generate(commands) -> None:
+    from .generate import REGISTRY
+    from .simulate import PARTICLES
+
+    positive, non_negative = _int_at_least(1), _int_at_least(0)
+    paragraphs = __doc__.split("\n\n")
+    generate = commands.add_parser("generate", help="generative fast simulation: train, sample, evaluate",
+                                   description=paragraphs[7].strip("\n") + "\n\n" + paragraphs[8].strip(),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = generate.add_subparsers(dest="step", required=True)
+    train = steps.add_parser("train", help="fit a generator of showers; writes DIR/model.pt",
+                             description="fit a generator of showers given incident energy and particle; writes "
+                                         "DIR/model.pt and DIR/checkpoints/ (one per epoch)")
+    train.add_argument("--data", default=None, help="training showers: ROOT event tree, CaloGAN or CaloChallenge "
+                                                    "HDF5 (default: simulate them)")
+    train.add_argument("--geometry", default="calogan", help="geometry of the showers (default calogan)")
+    train.add_argument("--model", default="vae", choices=sorted(REGISTRY), help="the generator (default vae)")
+    train.add_argument("--out", required=True, help="output folder: model.pt, checkpoints/")
+    train.add_argument("--epochs", type=positive, default=None, help="most epochs (default: the generator's)")
+    train.add_argument("--events", type=positive, default=None,
+                       help="the first N showers of --data, or N simulated (default 15000)")
+    train.add_argument("--particle", default=None, choices=list(PARTICLES),
+                       help="the particle of every shower of a --data file without labels")
+    train.add_argument("--seed", type=non_negative, default=None, help="training (and simulation) seed (default 0)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    train.set_defaults(run=generate_command, error=train.error)
+
+    sample = steps.add_parser("sample", help="draw showers into a ROOT or HDF5 file",
+                              description="draw N showers step by step into a ROOT event tree (hit_cell, hit_energy "
+                                          "MeV, label, energy GeV) or HDF5 (CaloGAN or CaloChallenge layout)")
+    sample.add_argument("--model", required=True, help="DIR or DIR/model.pt written by sim2real generate train")
+    sample.add_argument("--n", type=positive, required=True, help="showers to draw")
+    sample.add_argument("--output", required=True, help="output file: .root, or .h5/.hdf5")
+    sample.add_argument("--energy", default=None,
+                        help="incident GeV: LO-HI drawn uniformly (as the simulator), or one value "
+                             "(default: the trained range)")
+    sample.add_argument("--particle", default=None, help="the particle of every shower (default: the trained ones, "
+                                                        "uniformly)")
+    sample.add_argument("--format", default=None, choices=("calogan", "calochallenge"),
+                        help="HDF5 layout (default calogan for the calogan geometry, else calochallenge)")
+    sample.add_argument("--geometry", default=None, help="expected geometry of the model (default: the model's)")
+    sample.add_argument("--step-size", type=positive, default=10_000, help="showers drawn and written at a time")
+    sample.add_argument("--seed", type=non_negative, default=0, help="seed of the draws (default 0)")
+    sample.set_defaults(run=generate_command, error=sample.error)
+
+    evaluate = steps.add_parser("evaluate", help="compare generated showers with reference showers",
+                                description="results.json and report.md: generated vs reference, next to the "
+                                            "floor (a second reference file vs the reference)")
+    evaluate.add_argument("--generated", required=True, help="generated showers: ROOT, CaloGAN or CaloChallenge file")
+    evaluate.add_argument("--reference", required=True, help="reference showers: ROOT, CaloGAN or CaloChallenge file")
+    evaluate.add_argument("--geometry", required=True, help="geometry of both files")
+    evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument("--floor", default=None, help="a second reference file (another seed): the floor")
+    evaluate.add_argument("--events", type=positive, default=None, help="use the first N showers of each file")
+    evaluate.add_argument("--seed", type=non_negative, default=0, help="seed of the metrics (default 0)")
+    evaluate.set_defaults(run=generate_command, error=evaluate.error)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .simulate import PRESETS
 
@@ -295,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
     _add_translate(commands)
+    _add_generate(commands)
     return parser
 
 

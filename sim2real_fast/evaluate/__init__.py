@@ -1,9 +1,11 @@
 """Evaluation: how big the sim-to-real gap is (:func:`domain_gap`), classification metrics, domain-shift
-measures, CaloChallenge-style physics distances, the gap alarm and the energy meter."""
+measures, CaloChallenge-style physics distances, the evaluation of generated showers, the gap alarm and the
+energy meter."""
 
 from .alarm import flag_gaps, gap_alarm
 from .domain_gap import TRAININGS, domain_gap, randomized_effects
 from .energy import EnergyMeter
+from .generation import classifier_test, evaluate_generation, write_generation_report
 from .metrics import classification_metrics, roc_curves
 from .paired import paired_difference
 from .particles import PARTICLE_CLASSES, particle_metrics
@@ -26,9 +28,11 @@ __all__ = [
     "TRAININGS",
     "classification_metrics",
     "classifier_auc",
+    "classifier_test",
     "compare_features",
     "domain_gap",
     "energy_response",
+    "evaluate_generation",
     "feature_mmd",
     "flag_gaps",
     "fpd",
@@ -45,4 +49,5 @@ __all__ = [
     "separation_power",
     "two_sample_auc",
     "wasserstein1",
+    "write_generation_report",
 ]
