@@ -90,6 +90,21 @@ def test_train_on_an_unlabelled_file_takes_the_particle_and_the_files_energies(g
     assert model.energy_range == pytest.approx((float(energy.min()), float(energy.max())))
 
 
+def test_train_takes_the_energy_range_the_file_was_drawn_from(files, tmp_path, capsys):
+    data = ["--data", str(files["dir"] / "gammas.h5"), "--particle", "gamma"]
+    assert _train(tmp_path / "ok", *data, "--energy-range", "5-50") == 0
+    assert generate.load(tmp_path / "ok" / "model.pt").energy_range == (5.0, 50.0)
+    for extra in (["--energy-range", "6-50"], ["--energy-range", "50-5"]):
+        with pytest.raises(SystemExit) as stop:
+            _train(tmp_path / "bad", *data, *extra)
+        assert stop.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "energy" in error and "Traceback" not in error
+    with pytest.raises(SystemExit):
+        _train(tmp_path / "sim", "--energy-range", "1-100")
+    assert "--energy-range goes with --data" in capsys.readouterr().err
+
+
 def test_the_flow_vae_trains_and_samples(files, tmp_path):
     assert _train(tmp_path, "--model", "flow-vae", "--data", str(files["dir"] / "train.root"), "--events", "150") == 0
     assert isinstance(generate.load(tmp_path / "model.pt"), generate.FlowVAE)

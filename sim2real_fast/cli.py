@@ -29,7 +29,7 @@ DIR/checkpoints; ``apply`` translates a file step by step into an event file of 
 the distances of sim (the starting point), translated sim and a real half (the floor) to real showers.
 
     sim2real generate train [--data FILE] [--geometry G] [--model vae|flow-vae] --out DIR [--epochs E]
-                            [--events N] [--particle P] [--resume] [--seed S]
+                            [--events N] [--particle P] [--energy-range LO-HI] [--resume] [--seed S]
     sim2real generate sample --model DIR|DIR/model.pt --n N --output FILE.h5|FILE.root [--energy LO-HI|E]
                              [--particle P] [--format calogan|calochallenge] [--geometry G] [--step-size S]
                              [--seed S]
@@ -279,9 +279,11 @@ def generate_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if args.step == "train":
+            energy_range = None if args.energy_range is None else generation.parse_energy(args.energy_range,
+                                                                                          "--energy-range")
             path = generation.train(args.model, out=args.out, data=args.data, geometry=args.geometry,
                                     particle=args.particle, epochs=args.epochs, events=args.events, seed=args.seed,
-                                    resume=args.resume)
+                                    energy_range=energy_range, resume=args.resume)
             payload = read_payload(path)
             history = payload["history"]
             best = next((h for h in history if h["epoch"] == payload["best_epoch"]), None)
@@ -333,6 +335,9 @@ def _add_generate(commands) -> None:
     train.add_argument("--particle", default=None, choices=list(PARTICLES),
                        help="the particle of every shower of a --data file without labels")
     train.add_argument("--seed", type=non_negative, default=None, help="training (and simulation) seed (default 0)")
+    train.add_argument("--energy-range", default=None, metavar="LO-HI",
+                       help="GeV range the --data showers were drawn from, the range sample accepts "
+                            "(default: their lowest to highest energy)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     train.set_defaults(run=generate_command, error=train.error)
 

@@ -128,6 +128,7 @@ def train(
     epochs: int | None = None,
     events: int | None = None,
     seed: int | None = None,
+    energy_range: tuple[float, float] | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -139,7 +140,8 @@ def train(
         data: a shower file or folder with incident energies and labels (or ``particle``); None:
             ``events`` showers simulated with ``simulate.showers`` (effects "nominal", e+ gamma pi+ in
             equal shares, uniform in 1-100 GeV, seed ``seed``), trained on the range :data:`ENERGY_RANGE`.
-            A file's generator covers the showers' lowest to highest incident energy.
+            A file's generator covers ``energy_range``, or by default the showers' lowest to highest
+            incident energy.
         geometry: the showers' geometry (and the generator's).
         particle: the particle of every shower of a ``data`` file without labels (a name of
             :data:`~sim2real_fast.simulate.PARTICLES`).
@@ -149,6 +151,9 @@ def train(
             :data:`DEFAULT_EVENTS`; with ``resume``: the checkpoints' run).
         seed: initialisation, validation split, order, draws and the simulated showers (default 0; with
             ``resume``: the checkpoints' run).
+        energy_range: (low, high) GeV the ``data`` showers were drawn from (e.g. (1, 100) for a file of
+            1-100 GeV showers whose extremes are 1.02 and 99.97), the range ``sample`` accepts; it must
+            hold every shower's energy.
         resume: continue the run whose checkpoints are in ``out/checkpoints`` (a finished run is loaded,
             not retrained); without it a folder holding checkpoints is an error.
         progress: tqdm bars over the simulation and the training steps (stderr).
@@ -160,6 +165,9 @@ def train(
         raise ValueError(f"--model: expected one of {', '.join(sorted(REGISTRY))}, got {model!r}")
     if particle is not None and particle not in simulate.PARTICLES:
         raise ValueError(f"--particle: expected one of {', '.join(simulate.PARTICLES)}, got {particle!r}")
+    if energy_range is not None and data is None:
+        raise ValueError(f"--energy-range: the simulated training showers cover {ENERGY_RANGE[0]:g}-"
+                         f"{ENERGY_RANGE[1]:g} GeV; --energy-range goes with --data")
     if particle is not None and data is None:
         raise ValueError("--particle: names the particle of a --data file without labels; the simulated training "
                          "showers are e+, gamma and pi+")
@@ -179,7 +187,7 @@ def train(
                                   effects="nominal", seed=seed, description="training showers", progress=progress)
         images, labels, energy, energy_range = showers.images, showers.labels, showers.energy, ENERGY_RANGE
     else:
-        (images, labels, energy), energy_range = _training_data(data, geometry, particle, events), None
+        images, labels, energy = _training_data(data, geometry, particle, events)
     if len(images) < 2:
         source = "--events 1" if data is None else f"{data}: 1 shower"
         raise ValueError(f"{source}: a generator needs at least 2 showers (training and validation)")
@@ -191,15 +199,15 @@ def train(
 
 
 # ---- sample ----------------------------------------------------------------------------------------
-def parse_energy(text: str) -> tuple[float, float]:
-    """"lo-hi" (GeV, e.g. "1-100") or one value ("50") -> (low, high); a ValueError naming --energy otherwise."""
+def parse_energy(text: str, option: str = "--energy") -> tuple[float, float]:
+    """"lo-hi" (GeV, e.g. "1-100") or one value ("50") -> (low, high); a ValueError naming ``option`` otherwise."""
     low, dash, high = text.strip().partition("-")
     try:
         values = (float(low), float(high) if dash else float(low))
     except ValueError:
         values = (float("nan"),) * 2
     if not (all(np.isfinite(values)) and 0 < values[0] <= values[1]):
-        raise ValueError(f"--energy: expected GeV as LOW-HIGH (e.g. 1-100) or one value, with 0 < LOW <= HIGH; "
+        raise ValueError(f"{option}: expected GeV as LOW-HIGH (e.g. 1-100) or one value, with 0 < LOW <= HIGH; "
                          f"got {text!r}")
     return values
 
