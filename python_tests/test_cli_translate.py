@@ -29,6 +29,8 @@ def files(tmp_path_factory):
     pairs = simulate.paired_showers(80, seed=2, batch_size=64)
     io.write_showers_root(root / "pair_sim.root", pairs.sim.images, pairs.sim.labels, pairs.sim.energy)
     io.write_showers_root(root / "pair_real.root", pairs.real.images, pairs.real.labels, pairs.real.energy)
+    write_layout(root / "layout", sim, real, geometry="calogan")
+    write_layout(root / "pairs", pairs.sim, pairs.real, geometry="calogan")
     np.save(root / "sim.npy", sim.images.numpy())
     io.write_calogan(root / "sim.h5", sim.images, sim.energy, labels=sim.labels)
     np.save(root / "photons.npy", np.ones((10, 368), np.float32))  # a calochallenge-ds1-photons shape
@@ -158,6 +160,19 @@ def test_the_folder_layout_trains(files, tmp_path):
     assert isinstance(translate.load(tmp_path / "model" / "model.pt", method="cyclegan"), translate.CycleGAN)
     run = checkpoint.read_checkpoint(checkpoint.checkpoint_files(tmp_path / "model" / "checkpoints")[-1])["run"]
     assert run["sizes"] == [64, 64]
+
+
+@pytest.mark.parametrize("method", ["cyclegan", "simgan", "pix2pix", "style"])
+def test_every_translator_trains_on_the_root_layout_and_applies(method, files, tmp_path):
+    layout = files["dir"] / ("pairs" if method == "pix2pix" else "layout")
+    assert _train(tmp_path / "model", "--method", method, "--data", str(layout), "--events", "64") == 0
+    model = tmp_path / "model" / "model.pt"
+    assert translate.load(model, method=method).name == method
+    assert cli.main(["translate", "apply", "--model", str(model), "--input", str(files["dir"] / "sim.root"),
+                     "--output", str(tmp_path / "out.root")]) == 0
+    out = io.read_showers(tmp_path / "out.root")
+    assert out.images.shape == (N, 504) and out.images.min() >= 0
+    assert torch.equal(out.labels, files["sim"].labels)
 
 
 def test_pix2pix_trains_on_paired_files(files, tmp_path):
