@@ -38,7 +38,7 @@ the distances of sim (the starting point), translated sim and a real half (the f
 
 generative fast simulation (see :mod:`sim2real_fast.workflow.generation`): ``train`` fits a generator of
 showers given incident energy and particle on a ROOT, CaloGAN or CaloChallenge file, or without --data on
-15,000 simulated showers (nominal detector, e+ gamma pi+, uniform in 1-100 GeV), and writes DIR/model.pt
+100,000 simulated showers (nominal detector, e+ gamma pi+, uniform in 1-100 GeV), and writes DIR/model.pt
 with a checkpoint per epoch in DIR/checkpoints; ``sample`` draws N showers, uniform in GeV over --energy
 (default: the trained range), step by step into a ROOT event tree or HDF5 (CaloGAN layout for the
 calogan geometry, else CaloChallenge); ``evaluate`` compares any generated file with a reference file
@@ -331,7 +331,7 @@ def _add_generate(commands) -> None:
     train.add_argument("--out", required=True, help="output folder: model.pt, checkpoints/")
     train.add_argument("--epochs", type=positive, default=None, help="most epochs (default: the generator's)")
     train.add_argument("--events", type=positive, default=None,
-                       help="the first N showers of --data, or N simulated (default 15000)")
+                       help="the first N showers of --data, or N simulated (default 100000)")
     train.add_argument("--particle", default=None, choices=list(PARTICLES),
                        help="the particle of every shower of a --data file without labels")
     train.add_argument("--seed", type=non_negative, default=None, help="training (and simulation) seed (default 0)")

@@ -33,10 +33,11 @@ from .translation import _check_count, _Input, _root_output
 __all__ = ["DEFAULT_EVENTS", "ENERGY_RANGE", "SAMPLE_BLOCK", "ShowerFile", "evaluate", "parse_energy", "read_showers",
            "sample", "summary_table", "train"]
 
-#: Showers simulated for :func:`train` without ``data``. Sized for 15 minutes on 2 CPU cores at the generators'
-#: default of at most 40 epochs (early stopping often ends sooner): simulation takes about 0.6 ms a shower, an
-#: epoch about 1 ms (vae) and 1.5 ms (flow-vae) a shower with 2 threads (measured on a shared, busy machine).
-DEFAULT_EVENTS = 15_000
+#: Showers simulated for :func:`train` without ``data``: the most that fit the 15-minute training budget on 2 CPU
+#: cores at the generators' default of at most 40 epochs. benchmarks/generation.py (2026-12-07, one thread on the
+#: shared 2-core machine) measured 0.2 ms (vae) and 0.27 ms (flow-vae) per shower and epoch, so 40 epochs of
+#: 90,000 training showers take at most 12 and 16 minutes on one busy core; simulating them about a minute.
+DEFAULT_EVENTS = 100_000
 
 #: (low, high) GeV of the simulated training showers, drawn uniformly in GeV (``simulate.showers``' default).
 ENERGY_RANGE = (1.0, 100.0)
