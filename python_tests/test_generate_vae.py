@@ -439,15 +439,17 @@ def test_load_errors_name_the_file(tmp_path, fitted):
 
 
 # ---- other geometries ---------------------------------------------------------------------------------
-def test_calochallenge_ds1_photons_fit_and_sample():
-    data = simulate.showers(400, geometry="calochallenge-ds1-photons", effects="nominal", seed=0,
-                            particles="gamma", energy_range=(1.0, 100.0))
-    model = ShowerVAE("calochallenge-ds1-photons", **SMALL, particles=("gamma",))
+@pytest.mark.parametrize("name, particle, n_cells, n_layers", [("calochallenge-ds1-photons", "gamma", 368, 5),
+                                                              ("calochallenge-ds1-pions", "pi+", 533, 7)])
+def test_calochallenge_ds1_fit_and_sample(name, particle, n_cells, n_layers):
+    data = simulate.showers(400, geometry=name, effects="nominal", seed=0,
+                            particles=particle, energy_range=(1.0, 100.0))
+    model = ShowerVAE(name, **SMALL, particles=(particle,))
     model.fit(data.images, data.labels * 0, data.energy, epochs=2)
     images, labels, energy = model.sample(300, seed=0)
-    geom = geometry.get("calochallenge-ds1-photons")
-    assert images.shape == (300, 368) and geom.n_cells == 368 and (images >= 0).all()
-    assert torch.all(labels == 0) and model.trained == ("gamma",)
+    geom = geometry.get(name)
+    assert images.shape == (300, n_cells) and geom.n_cells == n_cells and (images >= 0).all()
+    assert torch.all(labels == 0) and model.trained == (particle,)
     assert [tuple(part.shape[1:]) for part in geom.split_layers(images)] == list(geom.layer_shapes)
     assert torch.all(geom.to_padded(images)[:, ~geom.padding_mask()] == 0)
     assert (images > 0).any(1).float().mean() > 0.9
