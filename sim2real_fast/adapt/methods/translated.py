@@ -16,8 +16,9 @@ classifier trains exactly as ``source_only`` would on the translated showers.
 ``prepare`` runs on every call of :func:`~sim2real_fast.adapt.fit`, a resumed one too (before the
 checkpoint is read): the translator is trained again, to the same weights with the same thread count.
 That costs the whole translator training each time: ``cyclegan`` at the defaults (6 epochs over
-20,000 + 20,000 showers, 1,878 steps) about 4 minutes on 2 CPU threads, 11 minutes of CPU time on one;
-``simgan`` about a third of that. Translating 20,000 showers takes about 10 s.
+20,000 + 20,000 showers, 1,878 steps) 6.6 minutes on 2 quiet CPU threads, 12.5 on one busy thread
+(benchmarks/speed.py and benchmarks/translation.py, 2026-12-07); ``simgan`` and ``pix2pix`` about half
+of that. Translating 20,000 showers takes a few seconds.
 """
 
 from __future__ import annotations
