@@ -42,6 +42,7 @@ from typing import Any, ClassVar, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from .. import _model_file
 from .. import geometry as _geometry
 from ..adapt import checkpoint as _checkpoint
 from ..io._atomic import atomic_path
@@ -533,22 +534,8 @@ def read_payload(path: str | Path) -> dict:
     """The generator payload of a file written by :meth:`Generator.save` or of a fit checkpoint (its best
     weights so far). Keys "method", "geometry", "hparams", "state", "history", "best_epoch"; a file
     that is neither raises :class:`GeneratorFileError` naming ``path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such generator file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types on foreign files
-        raise GeneratorFileError(f"{path}: not a generator file (torch.load failed: {_one_line(error)})") from None
-    if isinstance(payload, dict) and isinstance(payload.get("generator"), dict):
-        payload = payload["generator"]
-    if not isinstance(payload, dict) or payload.get("format") != _MAGIC:
-        raise GeneratorFileError(f"{path}: not a generator file (expected one written by Generator.save "
-                                 "or a generator's fit checkpoint)")
-    if payload.get("version") != FILE_FORMAT:
-        raise GeneratorFileError(f"{path}: generator file version {payload.get('version')!r}; "
-                                 f"this sim2real_fast reads version {FILE_FORMAT}")
-    return payload
+    return _model_file.read_payload(path, kind="generator", magic=_MAGIC, version=FILE_FORMAT,
+                                    error=GeneratorFileError)
 
 
 def load(path: str | Path, *, method: str | None = None,
@@ -559,36 +546,10 @@ def load(path: str | Path, *, method: str | None = None,
     file, an unknown or other method, another geometry, a state that does not fit) raises a one-line
     :class:`GeneratorFileError` naming the file.
     """
-    path = Path(path)
     payload = read_payload(path)
-    name = payload.get("method")
-    if method is not None and name != method:
-        raise GeneratorFileError(f"{path}: holds a {name!r} generator, expected {method!r}")
-    if name not in REGISTRY:
-        raise GeneratorFileError(f"{path}: unknown generator method {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    try:
-        stored = _geometry.Geometry.from_dict(payload["geometry"], origin=str(path))
-    except (KeyError, TypeError, _geometry.GeometryError) as error:
-        raise GeneratorFileError(f"{path}: unreadable geometry: {_one_line(error)}") from None
-    if geometry is not None:
-        expected = _geometry.get(geometry)
-        if stored.to_dict()["layers"] != expected.to_dict()["layers"]:
-            raise GeneratorFileError(
-                f"{path}: a generator for geometry {stored.name!r} ({stored.n_cells} cells, layers "
-                f"{stored.layer_shapes}), expected {expected.name!r} ({expected.n_cells} cells, layers "
-                f"{expected.layer_shapes})"
-            )
-    try:
-        model = REGISTRY[name](stored, **payload["hparams"])
-        model.load_state_dict(payload["state"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise GeneratorFileError(f"{path}: does not rebuild a {name} generator: {_one_line(error)}") from None
+    model = _model_file.rebuild(path, payload, kind="generator", registry=REGISTRY, error=GeneratorFileError,
+                                method=method, geometry=geometry)
     model.history = list(payload.get("history", []))
     model.best_epoch = payload.get("best_epoch")
-    model.source = path
+    model.source = Path(path)
     return model.eval()
-
-
-def _one_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import _model_file
 from .. import geometry as _geometry
 from .base import FILE_FORMAT, REGISTRY, ImagePool, Translator, TranslatorFileError, linear_decay, read_payload
 from .base import register
@@ -44,32 +45,9 @@ def load(
     file, an unknown or other method, another geometry, weights that do not fit) raises a one-line
     :class:`TranslatorFileError` naming the file.
     """
-    path = Path(path)
     payload = read_payload(path)
-    name = payload.get("method")
-    if method is not None and name != method:
-        raise TranslatorFileError(f"{path}: holds a {name!r} translator, expected {method!r}")
-    if name not in REGISTRY:
-        raise TranslatorFileError(f"{path}: unknown translator method {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    try:
-        stored = _geometry.Geometry.from_dict(payload["geometry"], origin=str(path))
-    except (KeyError, TypeError, _geometry.GeometryError) as error:
-        raise TranslatorFileError(f"{path}: unreadable geometry: {error}") from None
-    if geometry is not None:
-        expected = _geometry.get(geometry)
-        if stored.to_dict()["layers"] != expected.to_dict()["layers"]:
-            raise TranslatorFileError(
-                f"{path}: a translator for geometry {stored.name!r} ({stored.n_cells} cells, layers "
-                f"{stored.layer_shapes}), expected {expected.name!r} ({expected.n_cells} cells, layers "
-                f"{expected.layer_shapes})"
-            )
-    cls = REGISTRY[name]
-    try:
-        translator = cls(stored, **payload["hparams"])
-        translator.load_state_dict(payload["state"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise TranslatorFileError(f"{path}: does not rebuild a {name} translator: {first}") from None
+    translator = _model_file.rebuild(path, payload, kind="translator", registry=REGISTRY, error=TranslatorFileError,
+                                     method=method, geometry=geometry)
     translator.history = list(payload.get("history", []))
-    translator.source = path
+    translator.source = Path(path)
     return translator.eval()

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .. import _model_file
 from .. import geometry as _geometry
 from ..adapt import checkpoint as _checkpoint
 from ..io._atomic import atomic_path
@@ -428,24 +429,5 @@ def read_payload(path: str | Path) -> dict:
     Keys "method", "geometry", "hparams", "state", "history"; a file that is neither raises
     :class:`TranslatorFileError` naming ``path``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such translator file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types on foreign files
-        raise TranslatorFileError(f"{path}: not a translator file (torch.load failed: {_one_line(error)})") from None
-    if isinstance(payload, dict) and isinstance(payload.get("translator"), dict):
-        payload = payload["translator"]
-    if not isinstance(payload, dict) or payload.get("format") != _MAGIC:
-        raise TranslatorFileError(f"{path}: not a translator file (expected one written by Translator.save "
-                                  "or a translator's fit checkpoint)")
-    if payload.get("version") != FILE_FORMAT:
-        raise TranslatorFileError(f"{path}: translator file version {payload.get('version')!r}; "
-                                  f"this sim2real_fast reads version {FILE_FORMAT}")
-    return payload
-
-
-def _one_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    return _model_file.read_payload(path, kind="translator", magic=_MAGIC, version=FILE_FORMAT,
+                                    error=TranslatorFileError)

@@ -25,10 +25,9 @@ import torch
 
 from .. import geometry as _geometry
 from .. import simulate
-from ..adapt import checkpoint as _checkpoint
 from ..io._atomic import atomic_path
 from ..io._lazy import require
-from .translation import _check_count, _Input, _root_output
+from .translation import _check_count, _Input, _previous_run, _root_output
 
 __all__ = ["DEFAULT_EVENTS", "ENERGY_RANGE", "SAMPLE_BLOCK", "ShowerFile", "evaluate", "parse_energy", "read_showers",
            "sample", "summary_table", "train"]
@@ -80,23 +79,6 @@ def read_showers(path: str | Path, *, geometry: str | _geometry.Geometry, events
 
 
 # ---- train -----------------------------------------------------------------------------------------
-def _previous_run(folder: Path, model: str, resume: bool) -> dict | None:
-    """The run summary of the last checkpoint in ``folder`` (None if there is none), checked against ``model``."""
-    from ..generate import read_payload
-
-    files = _checkpoint.checkpoint_files(folder) if folder.is_dir() else []
-    if not files:
-        return None
-    if not resume:
-        raise ValueError(f"{folder}: holds the checkpoints of an earlier run (last {files[-1].name}); pass --resume "
-                         f"to continue it, or use another --out")
-    stored = read_payload(files[-1])["method"]
-    if stored != model:
-        raise ValueError(f"{files[-1]}: a checkpoint of a {stored!r} generator, not {model!r}; resume with "
-                         f"--model {stored}, or use another --out")
-    return _checkpoint.read_checkpoint(files[-1])["run"]
-
-
 def _training_data(data: str | Path, geometry, particle: str | None,
                    events: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     showers = read_showers(data, geometry=geometry, events=events)
@@ -159,7 +141,7 @@ def train(
             not retrained); without it a folder holding checkpoints is an error.
         progress: tqdm bars over the simulation and the training steps (stderr).
     """
-    from ..generate import REGISTRY
+    from ..generate import REGISTRY, read_payload
     from .data import simulate_domain
 
     if model not in REGISTRY:
@@ -177,7 +159,8 @@ def train(
     geometry, folder = _geometry.get(geometry), Path(out)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"--out {folder}: exists and is not a folder")
-    previous = _previous_run(folder / "checkpoints", model, resume)
+    previous = _previous_run(folder / "checkpoints", model, resume, read_payload=read_payload, kind="generator",
+                             option="--model")
     if previous is not None:
         epochs = previous["epochs"] if epochs is None else epochs
         seed = previous["seed"] if seed is None else seed

@@ -75,9 +75,15 @@ def _training_domains(cls, *, sim, real, data, geometry) -> tuple[Domain, Domain
     return a, b, Path(sim)
 
 
-def _previous_run(folder: Path, method: str, resume: bool) -> dict | None:
-    """The run summary of the last checkpoint in ``folder`` (None if there is none), checked against ``method``."""
-    from ..translate import read_payload
+def _previous_run(folder: Path, method: str, resume: bool, *, read_payload=None, kind: str = "translator",
+                  option: str = "--method") -> dict | None:
+    """The run summary of the last checkpoint in ``folder`` (None if there is none), checked against ``method``.
+
+    ``read_payload``, ``kind`` and ``option``: the checkpoint's reader (default the translator's), what it
+    holds and the command's option naming it (sim2real generate passes the generator's and "--model").
+    """
+    if read_payload is None:
+        from ..translate import read_payload
 
     files = _checkpoint.checkpoint_files(folder) if folder.is_dir() else []
     if not files:
@@ -87,8 +93,8 @@ def _previous_run(folder: Path, method: str, resume: bool) -> dict | None:
                          f"to continue it, or use another --out")
     stored = read_payload(files[-1])["method"]
     if stored != method:
-        raise ValueError(f"{files[-1]}: a checkpoint of a {stored!r} translator, not {method!r}; resume with "
-                         f"--method {stored}, or use another --out")
+        raise ValueError(f"{files[-1]}: a checkpoint of a {stored!r} {kind}, not {method!r}; resume with "
+                         f"{option} {stored}, or use another --out")
     return _checkpoint.read_checkpoint(files[-1])["run"]
 
 
