@@ -1,13 +1,15 @@
 # sim2real_fast developer entry points.
 #   make test                    venv + torch + build tools, build the extension, run the tests
 #                                (not the ones marked slow; TESTS=... narrows them to some files)
-#   make test TORCH=torch==2.14.1 S2R_CUDA=ON   the same with a CUDA build of torch and the CUDA kernels
+#   make test S2R_CUDA=ON        the same, failing unless the CUDA kernels build
+#   make test TORCH=torch==2.13.0 TORCHVISION=   the CPU-only torch (no torchvision for it: the ViT is left out)
 #   make run                     venv + build, then the main job: sim2real run (RUN_ARGS=... for its options)
 #   make bench                   the slow tests, then the benchmarks against the reference and the
 #                                peers -> benchmarks/RESULTS.md
 PYTHON   ?= python3
 VENV     ?= .venv
-TORCH    ?= torch==2.13.0
+TORCH    ?= torch==2.14.1
+TORCHVISION ?= torchvision==0.29.1
 S2R_CUDA ?= AUTO
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda /usr/local/cuda-13.0))
 PYTEST_ARGS ?=
@@ -16,6 +18,8 @@ TESTS ?= python_tests
 BIN       := $(VENV)/bin
 BUILD_DIR := build/$(notdir $(VENV))
 BUILD_TOOLS := numpy "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja
+comma     := ,
+EXTRAS    := test$(if $(TORCHVISION),$(comma)vit)
 export PATH := $(if $(CUDA_HOME),$(CUDA_HOME)/bin:)$(PATH)
 
 RUN_ARGS ?=
@@ -27,15 +31,15 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Build against the venv's torch without isolation (an isolated build would link another torch).
-# The vit extra (timm) needs a torchvision built for the installed torch. PyPI's torchvision wheels are
-# CUDA builds: they are installed (constrained to the venv's torch, so pip never replaces it) only when
-# torch is a CUDA build; with a CPU-only torch the ViT is left out and its tests skip.
+# torch and torchvision are installed together, as PyPI pairs them (torch 2.14.1 is PyPI's default
+# Linux build, with CUDA 13.0, and runs on the CPU as well); a constraint file keeps the extras from
+# replacing either. The vit extra (timm) needs torchvision: PyPI's torchvision wheels are CUDA builds
+# that fail to import beside a CPU-only torch, so with TORCHVISION= the ViT is left out and its tests skip.
 install: $(BIN)/python
-	$(BIN)/python -m pip install -q "$(TORCH)" $(BUILD_TOOLS)
-	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q --no-build-isolation -Cbuild-dir=$(BUILD_DIR) ".[test]"
-	if $(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is None)"; then \
-		echo "$(TORCH)" > $(VENV)/torch-constraint.txt; \
-		$(BIN)/python -m pip install -q -c $(VENV)/torch-constraint.txt "timm>=1"; fi
+	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCHVISION),"$(TORCHVISION)") $(BUILD_TOOLS)
+	printf '%s\n' "$(TORCH)" $(if $(TORCHVISION),"$(TORCHVISION)") > $(VENV)/torch-constraint.txt
+	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q --no-build-isolation -Cbuild-dir=$(BUILD_DIR) \
+		-c $(VENV)/torch-constraint.txt ".[$(EXTRAS)]"
 	$(BIN)/python -I -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
 
 test: install

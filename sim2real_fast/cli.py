@@ -1,5 +1,5 @@
 """The ``sim2real`` command: ``run`` (the main job), ``train``, ``adapt``, ``evaluate`` (its steps; see
-:mod:`sim2real_fast.workflow.commands`), ``simulate``, ``gap``, ``translate`` and ``generate``.
+:mod:`sim2real_fast.workflow.commands`), ``simulate``, ``gap``, ``translate``, ``generate`` and ``dqm``.
 
     sim2real simulate --out DIR [--events N] [--preset realistic] [--seed S] [--geometry calogan]
                       [--lumisections N] [--hdf5] [--dqm-format tree|th2]
@@ -43,6 +43,17 @@ with a checkpoint per epoch in DIR/checkpoints; ``sample`` draws N showers, unif
 (default: the trained range), step by step into a ROOT event tree or HDF5 (CaloGAN layout for the
 calogan geometry, else CaloChallenge); ``evaluate`` compares any generated file with a reference file
 (and a second reference, the floor) and writes DIR/results.json and DIR/report.md.
+
+    sim2real dqm [--out DIR] [--real FILE] [--task run|faults|both] [--methods M ...] [--model cnn|vit]
+                 [--input zscore|reference|events|median|raw] [--epochs E] [--seed S] [--threads T]
+                 [--quick] [--resume]
+
+data-quality monitoring on CMS HCAL occupancy maps (see :mod:`sim2real_fast.workflow.dqm`): ``faults``
+trains a fault detector on simulated maps with each adaptation method and scores it on real maps,
+untouched and with injected faults, next to the reference-ratio and z-score baselines; ``run`` trains
+a CNN and the ViT to tell two runs apart on raw and per-LS normalised maps. --real takes a user's maps
+(HCAL DQM .h5, .npy or .root); without it the real domain is simulated. Writes DIR/results.json,
+DIR/report.md and DIR/figures (default DIR: sim2real-dqm).
 """
 
 from __future__ import annotations
@@ -372,6 +383,58 @@ def _add_generate(commands) -> None:
     evaluate.set_defaults(run=generate_command, error=evaluate.error)
 
 
+def dqm_command(args: argparse.Namespace) -> int:
+    from .io import MissingKeyError
+    from .workflow import dqm
+    from .workflow.dqm_report import FAULT_HEADER, RUN_HEADER, fault_rows, run_rows
+
+    try:
+        options = {"task": args.task, "model": args.model, "input": args.input, "seed": args.seed,
+                   "threads": args.threads, **(dqm.QUICK if args.quick else {})}
+        if args.methods is not None:
+            options["methods"] = tuple(args.methods)
+        if args.epochs is not None:
+            options["epochs"] = args.epochs
+        config = dqm.DQMConfig(**options)
+        results = dqm.run_dqm(config, out=args.out, real=args.real, resume=args.resume, progress=True,
+                              log=lambda text: print(text, file=sys.stderr))
+    except (ValueError, TypeError, OSError, ImportError, MissingKeyError) as error:  # one line, no traceback
+        args.error(_one_line(error))
+    print(f"\nsim2real dqm: task {config.task}, real domain {args.real or 'simulated'}, {results['seconds']:.0f} s"
+          + (" (--quick: a smoke test, not a measurement)" if args.quick else ""))
+    if "faults" in results:
+        print("\nfault detection on real maps (trained on simulation):")
+        _print_table(FAULT_HEADER, fault_rows(results["faults"]))
+    if "run" in results:
+        print("\nrun classification (trained on the first half of each run's LS, tested on the second):")
+        _print_table(RUN_HEADER, run_rows(results["run"]))
+    out = Path(args.out)
+    print(f"\nwritten: {out / 'results.json'}, {out / 'report.md'}, {out / 'figures'}")
+    return 0
+
+
+def _add_dqm(commands) -> None:
+    positive, non_negative = _int_at_least(1), _int_at_least(0)
+    text = __doc__.split("\n\n")
+    dqm = commands.add_parser("dqm", help="data-quality monitoring on HCAL occupancy maps: fault detection, run classification",
+                              description=text[-2].strip() + "\n\n" + text[-1].strip(),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    dqm.add_argument("--out", default="sim2real-dqm", help="output folder (default sim2real-dqm)")
+    dqm.add_argument("--real", default=None, help="real HCAL maps (.h5 HCAL DQM layout, .npy, .root); default: simulated")
+    dqm.add_argument("--task", default="both", choices=("run", "faults", "both"), help="which task (default both)")
+    dqm.add_argument("--methods", nargs="+", default=None,
+                     help="adaptation methods of the fault detector (default source_only dann mmd coral pseudo_label)")
+    dqm.add_argument("--model", default="cnn", choices=("cnn", "vit"), help="the fault detector (default cnn)")
+    dqm.add_argument("--input", default="zscore", choices=("zscore", "reference", "events", "median", "raw"),
+                     help="the fault detector's input: maps against the run's reference (default zscore)")
+    dqm.add_argument("--epochs", type=positive, default=None, help="training epochs (default 6; --quick 2)")
+    dqm.add_argument("--seed", type=non_negative, default=0, help="seed of data, models and training (default 0)")
+    dqm.add_argument("--threads", type=positive, default=None, help="torch threads (default: torch's)")
+    dqm.add_argument("--quick", action="store_true", help="small sizes: a smoke test of every step, not a measurement")
+    dqm.add_argument("--resume", action="store_true", help="continue an interrupted run in --out with the same options")
+    dqm.set_defaults(run=dqm_command, error=dqm.error)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .simulate import PRESETS
 
@@ -413,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(commands)
     _add_translate(commands)
     _add_generate(commands)
+    _add_dqm(commands)
     return parser
 
 

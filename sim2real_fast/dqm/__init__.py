@@ -10,6 +10,7 @@ baselines and the fault-detection metrics.
 ...                       channel_labels=faulted.channel_labels, active=reference.active)
 """
 
+from . import detect
 from .baselines import AGGREGATES, Scores, ratio_scores, zscore_scores
 from .faults import FAULT_TYPES, FAULTS, FaultedMaps, inject_faults
 from .metrics import channel_auc, detection_metrics, false_alarm_rate, fault_type_auc, map_auc
@@ -22,9 +23,11 @@ from .normalise import (
     per_event,
     per_median,
     ratio_to_reference,
+    zscores,
 )
 
 __all__ = [
+    "detect",
     "AGGREGATES",
     "FAULTS",
     "FAULT_TYPES",
@@ -46,4 +49,5 @@ __all__ = [
     "ratio_scores",
     "ratio_to_reference",
     "zscore_scores",
+    "zscores",
 ]

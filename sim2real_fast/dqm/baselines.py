@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from ..io import OccupancyMaps
-from .normalise import Reference, event_counts, per_event, ratio_to_reference
+from .normalise import Reference, ratio_to_reference, zscores
 
 __all__ = ["AGGREGATES", "Scores", "ratio_scores", "zscore_scores"]
 
@@ -64,13 +64,6 @@ def zscore_scores(
     aggregate: str = "max",
     top: int = 5,
 ) -> Scores:
-    """Per-channel z-scores against the reference: |rate - mean| / max(std, binomial std of the LS)."""
-    rates = per_event(maps, events)
-    if tuple(reference.mean.shape) != (rates.shape[1],):
-        raise ValueError(f"reference: expected a mean of ({rates.shape[1]},) cells, got {tuple(reference.mean.shape)}")
-    n = event_counts(maps, events).clamp_min(1)[:, None]
-    mean, std = reference.mean.to(rates), reference.std.to(rates)
-    p = mean.clamp(reference.floor, 1 - reference.floor)
-    sigma = torch.maximum(std, torch.sqrt(p * (1 - p) / n))
-    channels = (rates - mean).abs() / sigma
+    """Per-channel z-scores against the reference: |rate - mean| / max(std, binomial std of the LS) (:func:`zscores`)."""
+    channels = zscores(maps, reference, events).abs()
     return Scores(_aggregate(channels, aggregate, top), channels)

@@ -7,7 +7,9 @@ the cell. The choices (:data:`NORMALISATIONS`, :func:`normalise`):
 - ``"events"``: per-event occupancy, counts / the LS's event count (:func:`event_counts`);
 - ``"median"``: counts / the map's median over its active (non-zero) cells;
 - ``"reference"``: the per-event occupancy over a reference's (:func:`build_reference`), the classic
-  DQM ratio (:func:`ratio_to_reference`), 1 where nothing changed.
+  DQM ratio (:func:`ratio_to_reference`), 1 where nothing changed;
+- ``"zscore"``: the signed per-channel z-score against a reference (:func:`zscores`), 0 where nothing
+  changed beyond the reference's spread.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ __all__ = [
     "per_event",
     "per_median",
     "ratio_to_reference",
+    "zscores",
 ]
 
-NORMALISATIONS = ("raw", "events", "median", "reference")
+NORMALISATIONS = ("raw", "events", "median", "reference", "zscore")
 
 
 class Reference(NamedTuple):
@@ -121,6 +124,24 @@ def ratio_to_reference(
     return torch.where((mean == 0) & (rates == 0), 1.0, ratio)
 
 
+def zscores(
+    maps: OccupancyMaps | torch.Tensor, reference: Reference, events: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(LS, n_cells) signed z-scores (rate - mean) / sigma of the per-event occupancy against the reference.
+
+    sigma is the larger of the reference LS's std and the binomial std of the LS, sqrt(p (1 - p) / n),
+    with p the reference mean clipped to [floor, 1 - floor], so a cell the reference never saw fire, or
+    one that fires in every event, still has a std.
+    """
+    rates = per_event(maps, events)
+    if tuple(reference.mean.shape) != (rates.shape[1],):
+        raise ValueError(f"reference: expected a mean of ({rates.shape[1]},) cells, got {tuple(reference.mean.shape)}")
+    n = event_counts(maps, events).clamp_min(1)[:, None]
+    mean, std = reference.mean.to(rates), reference.std.to(rates)
+    p = mean.clamp(reference.floor, 1 - reference.floor)
+    return (rates - mean) / torch.maximum(std, torch.sqrt(p * (1 - p) / n))
+
+
 def normalise(
     maps: OccupancyMaps | torch.Tensor,
     how: str,
@@ -128,7 +149,8 @@ def normalise(
     events: torch.Tensor | None = None,
     reference: Reference | None = None,
 ) -> torch.Tensor:
-    """(LS, n_cells) maps normalised as ``how`` (:data:`NORMALISATIONS`); ``"reference"`` needs ``reference``."""
+    """(LS, n_cells) maps normalised as ``how`` (:data:`NORMALISATIONS`); ``"reference"`` and ``"zscore"``
+    need ``reference``."""
     if how not in NORMALISATIONS:
         raise ValueError(f"how: expected one of {NORMALISATIONS}, got {how!r}")
     if how == "raw":
@@ -138,5 +160,7 @@ def normalise(
     if how == "median":
         return per_median(maps)
     if reference is None:
-        raise ValueError("reference: how='reference' needs a Reference (build_reference of good LS)")
+        raise ValueError(f"reference: how={how!r} needs a Reference (build_reference of good LS)")
+    if how == "zscore":
+        return zscores(maps, reference, events)
     return ratio_to_reference(maps, reference, events)

@@ -7,9 +7,10 @@
 >>> randomised = simulate.showers(10_000, seed=2, effects=simulate.PRIOR)
 >>> pairs = simulate.paired_showers(1_000, seed=3)                  # the same showers, sim and real
 >>> maps = simulate.dqm_maps(500, domain="real", seed=0)           # HCAL occupancy + fault labels
+>>> run_a = simulate.dqm_maps(500, conditions=simulate.RUNS["A"])   # one run's luminosity and pile-up
 """
 
-from .dqm import FAULTS, DQMMaps, active_mask, dqm_maps
+from .dqm import DOMAIN_CONDITIONS, FAULTS, RUNS, DQMMaps, RunConditions, active_mask, dqm_maps, hit_probability
 from .effects import DetectorEffects
 from .knobs import Randomized
 from .medium import PB_LAR, Medium
@@ -19,22 +20,26 @@ from .showers import PARTICLES, PairedShowers, ShowerPhysics, SimulatedShowers, 
 
 __all__ = [
     "DEV_SEEDS",
+    "DOMAIN_CONDITIONS",
     "FAULTS",
     "IMAGE_LEVEL_FAMILIES",
     "PARTICLES",
     "PB_LAR",
     "PRESETS",
     "PRIOR",
+    "RUNS",
     "SHOWER_LEVEL_FAMILIES",
     "DQMMaps",
     "DetectorEffects",
     "Medium",
     "PairedShowers",
     "Randomized",
+    "RunConditions",
     "ShowerPhysics",
     "SimulatedShowers",
     "active_mask",
     "dqm_maps",
+    "hit_probability",
     "paired_showers",
     "prior_effects",
     "randomize_images",

@@ -16,11 +16,31 @@ up to its handful of dead channels.
 Occupancy of a cell in one LS = the number of the LS's events with a hit in it: Binomial(n_events, p),
 drawn as its normal approximation, rounded, clipped to [0, n_events]. The per-event hit probability
 p(depth, |ieta|) rises from the barrel to the endcap and is 1 in HF (its cells fire every event, so they
-read n_events, as in the data). The domains differ as sim and data do:
-- ``sim``: a smooth p, nominal n_events 1600 +- 2% per LS;
-- ``real``: pile-up raises p (p' = 1 - (1 - p)^pileup, pileup = 1.3), an iphi modulation
-  (+-6%, 2 periods) and a tilt in ieta, a luminosity that decays through the run with a step
-  (n_events 1350-2050, as in run 306138), and 0.3% dead channels fixed per detector.
+read n_events, as in the data).
+
+A map is the detector's response (the domain) seen in a run (:class:`RunConditions`). The domains
+differ as sim and data do:
+- ``sim``: a smooth p;
+- ``real``: an iphi modulation (+-6%, 2 periods) and a tilt in ieta of p, and 0.3% dead channels
+  fixed per detector.
+The run sets the events per LS and the pile-up, LS by LS (ls counts the run's LS from 0; an LS is
+2^18 LHC orbits, 23.3 s):
+- luminosity: L(ls) / L_peak = exp(-ls / lifetime_ls), times step_factor from LS step_ls on. A fill's
+  luminosity decays; lifetimes of order 10-20 h (about 1500-3000 LS) are taken for 2017 LHC fills,
+  a figure this package assumes, not one it measured;
+- events: events_peak x L(ls) / L_peak x (1 + events_jitter x N(0, 1)), clipped to events_range,
+  rounded (the recorded events follow the luminosity at a fixed trigger setup);
+- pile-up: the mean number of interactions per crossing mu is proportional to L (mu = L sigma_inel /
+  (n_bunches f_rev)). The domain's p is the occupancy at a reference mu_ref; at mu every cell reads
+  p' = 1 - (1 - p)^(mu / mu_ref), i.e. its mean hits per event -log(1 - p) scale with mu. Treating the
+  whole occupancy (noise, hard scatter and pile-up alike) as scaling with mu is this package's
+  assumption: an upper bound on the pile-up dependence. The exponent mu / mu_ref is
+  pileup_peak x L(ls) / L_peak, or pileup_peak in every LS (``pileup_follows_luminosity=False``).
+Dividing a map by its LS's events removes the intensity but not the pile-up-driven occupancy change,
+as in real data. Each domain has default conditions (:data:`DOMAIN_CONDITIONS`): ``sim`` a flat run
+of 1600 +- 2% events per LS at mu_ref; ``real`` 1400 events per LS at LS 0 decaying with a 2000 LS
+lifetime, one step up by x1.45 at a random LS, clipped to [1000, 2100] (n_events 1350-2050, as in run
+306138), and a fixed pile-up exponent 1.3. :data:`RUNS` are two example runs for run classification.
 
 Faults, one per faulty map (labels: :data:`FAULTS`), as ML4DQM's synthetic ones: a dead readout box
 (RBX: 4 iphi rows x one half of the barrel or endcap, all depths, read 0), a dead region (a rectangle
@@ -31,13 +51,17 @@ p -> p + (1 - p)/2), a degraded gain (an RBX reads with p x 0.5).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import torch
 
 from .. import geometry as _geometry
 
-__all__ = ["DQMMaps", "FAULTS", "active_mask", "dqm_maps"]
+__all__ = [
+    "DOMAIN_CONDITIONS", "DQMMaps", "FAULTS", "RUNS", "RunConditions", "active_mask", "dqm_maps", "hit_probability",
+]
 
 #: Fault name -> label; 0 is a good map.
 FAULTS = {"good": 0, "dead_rbx": 1, "dead_region": 2, "hot_channels": 3, "noisy_region": 4, "degraded_gain": 5}
@@ -73,6 +97,75 @@ class DQMMaps(NamedTuple):
     fault_mask: torch.Tensor  # (LS, 42336) bool, the cells the fault touched
     events: torch.Tensor  # (LS,) float32 events in the LS
     geometry: _geometry.Geometry
+    luminosity: torch.Tensor  # (LS,) float32 L(ls) / L_peak, the expected events are events_peak x this
+    pileup: torch.Tensor  # (LS,) float32 the hit-probability exponent mu(ls) / mu_ref
+
+
+@dataclass(frozen=True)
+class RunConditions:
+    """One run's luminosity curve, recorded events and pile-up (see the module docstring).
+
+    Attributes:
+        events_peak: mean events per LS at L_peak (the run's LS 0, before a step).
+        lifetime_ls: the luminosity lifetime in LS (23.3 s each); ``math.inf``: a flat luminosity.
+        step_ls: the run's LS from which the luminosity is ``step_factor`` times higher; None: no
+            step; ``"random"``: an LS drawn uniformly from first_ls .. first_ls + n_lumisections by
+            each call (give an int to simulate one run in pieces).
+        step_factor: the luminosity after the step over that before it.
+        events_jitter: the relative per-LS std of the events around their expectation.
+        events_range: (low, high) events per LS the draws are clipped to.
+        pileup_peak: mu / mu_ref at L_peak, the exponent of the hit probability; 1 is the domain's p.
+        pileup_follows_luminosity: True: the exponent is pileup_peak x L(ls) / L_peak; False:
+            pileup_peak in every LS.
+    """
+
+    events_peak: float = 1600.0
+    lifetime_ls: float = math.inf
+    step_ls: int | str | None = None
+    step_factor: float = 1.0
+    events_jitter: float = 0.02
+    events_range: tuple[float, float] = (0.0, math.inf)
+    pileup_peak: float = 1.0
+    pileup_follows_luminosity: bool = True
+
+    def __post_init__(self):
+        positive = {"events_peak": self.events_peak, "step_factor": self.step_factor, "pileup_peak": self.pileup_peak}
+        for name, value in positive.items():
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+        if not (isinstance(self.lifetime_ls, (int, float)) and self.lifetime_ls > 0):
+            raise ValueError(f"lifetime_ls: expected a number of LS > 0 (math.inf: flat), got {self.lifetime_ls!r}")
+        step = self.step_ls
+        index = isinstance(step, int) and not isinstance(step, bool) and step >= 0
+        if not (step is None or step == "random" or index):
+            raise ValueError(f"step_ls: expected None, 'random' or an LS index >= 0, got {step!r}")
+        if not (isinstance(self.events_jitter, (int, float)) and 0 <= self.events_jitter < math.inf):
+            raise ValueError(f"events_jitter: expected a finite relative std >= 0, got {self.events_jitter!r}")
+        low_high = self.events_range
+        if not (isinstance(low_high, tuple) and len(low_high) == 2 and 0 <= low_high[0] <= low_high[1]):
+            raise ValueError(f"events_range: expected (low, high) with 0 <= low <= high, got {low_high!r}")
+        if not isinstance(self.pileup_follows_luminosity, bool):
+            raise ValueError(f"pileup_follows_luminosity: expected a bool, got {self.pileup_follows_luminosity!r}")
+
+
+#: Each domain's run when :func:`dqm_maps` is given no conditions.
+DOMAIN_CONDITIONS = {
+    "sim": RunConditions(),
+    "real": RunConditions(
+        events_peak=1400.0, lifetime_ls=2000.0, step_ls="random", step_factor=1.45, events_range=(1000.0, 2100.0),
+        pileup_peak=1.3, pileup_follows_luminosity=False,
+    ),
+}
+
+#: Two example runs for run classification, the same fill shape (a 2500 LS, about 16 h, lifetime):
+#: A records 1.5x the events of B and sees 5% more pile-up (the recorded events also depend on the
+#: trigger setup, so runs can differ more in events than in mu). Raw counts separate them trivially;
+#: maps divided by their events only through A's slightly higher occupancy, and not at all between LS
+#: of equal mu (A's pile-up decays to B's peak value after about 120 LS).
+RUNS = {
+    "A": RunConditions(events_peak=2100.0, lifetime_ls=2500.0, pileup_peak=1.05),
+    "B": RunConditions(events_peak=1400.0, lifetime_ls=2500.0, pileup_peak=1.0),
+}
 
 
 def _columns(ranges: list[tuple[int, int]]) -> torch.Tensor:
@@ -99,15 +192,27 @@ def active_mask() -> torch.Tensor:
     return mask
 
 
-def _hit_probability(domain: str) -> torch.Tensor:
-    """(7, 72, 84) per-event hit probability of every cell (0 where no cell is)."""
+def hit_probability(domain: str = "sim", pileup: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Per-event hit probability of every cell (0 where no cell is), 1 - (1 - p_domain)^pileup.
+
+    Args:
+        domain: ``"sim"`` or ``"real"``, the detector response p_domain (see the module docstring).
+        pileup: the exponent mu / mu_ref: a float gives (7, 72, 84), an (LS,) tensor (LS, 7, 72, 84).
+    """
+    if domain not in ("sim", "real"):
+        raise ValueError(f"domain: expected 'sim' or 'real', got {domain!r}")
     distance = (torch.arange(N_IETA) - (N_IETA - 1) / 2).abs()  # 0.5 ... 41.5 columns from the centre
     endcap = ((distance - 14.5) / 15).clamp(0, 1) ** 1.5
     p = (_BARREL_P[:, None] + (1 - _BARREL_P[:, None]) * endcap[None, :])[:, None, :].expand(-1, N_IPHI, -1)
     if domain == "real":
         phi = torch.arange(N_IPHI) * (2 * torch.pi / N_IPHI)
         modulation = 1 + 0.06 * torch.sin(2 * phi)[:, None] + 0.08 * (torch.arange(N_IETA) / (N_IETA - 1) - 0.5)
-        p = 1 - (1 - (p * modulation).clamp(0, 1)) ** 1.3
+        p = (p * modulation).clamp(0, 1)
+    if isinstance(pileup, torch.Tensor):
+        k = pileup.view(-1, 1, 1, 1)
+        p = torch.where(k == 1, p, 1 - (1 - p) ** k)
+    elif pileup != 1:
+        p = 1 - (1 - p) ** pileup
     return torch.where(distance >= 29.5, 1.0, p) * active_mask()  # HF: every event
 
 
@@ -150,14 +255,19 @@ def dqm_maps(
     fault_fraction: float = 0.5,
     seed: int = 0,
     detector_seed: int = 0,
+    conditions: RunConditions | None = None,
+    first_ls: int = 0,
 ) -> DQMMaps:
     """HCAL occupancy maps, (LS, 42336), with a fault in about ``fault_fraction`` of them.
 
     Args:
-        domain: ``"sim"`` or ``"real"`` (see the module docstring).
+        domain: ``"sim"`` or ``"real"``, the detector response (see the module docstring).
         faults: the fault types to inject (names from :data:`FAULTS`), each faulty map picks one
             uniformly; None or () gives only good maps.
         seed: the same seed gives the same maps; detector_seed fixes the real domain's dead channels.
+        conditions: the run; None: the domain's :data:`DOMAIN_CONDITIONS`.
+        first_ls: the run's LS of the first map: calls for LS 0 .. n - 1 and n .. 2n - 1 follow the
+            same luminosity curve as one call for 0 .. 2n - 1 (with their own random draws).
     """
     if domain not in ("sim", "real"):
         raise ValueError(f"domain: expected 'sim' or 'real', got {domain!r}")
@@ -167,17 +277,23 @@ def dqm_maps(
         raise ValueError(f"faults: unknown {unknown}; expected names from {[f for f in FAULTS if f != 'good']}")
     if not 0 <= fault_fraction <= 1:
         raise ValueError(f"fault_fraction: expected a probability in [0, 1], got {fault_fraction}")
+    if conditions is not None and not isinstance(conditions, RunConditions):
+        raise ValueError(f"conditions: expected a RunConditions or None, got {type(conditions).__name__}")
+    if isinstance(first_ls, bool) or not isinstance(first_ls, int) or first_ls < 0:
+        raise ValueError(f"first_ls: expected an LS index >= 0, got {first_ls!r}")
+    run = DOMAIN_CONDITIONS[domain] if conditions is None else conditions
     n = n_lumisections
     g = torch.Generator().manual_seed(seed)
     geometry = _geometry.get("hcal")
-    p = _hit_probability(domain).expand(n, -1, -1, -1).clone()
-    if domain == "sim":
-        events = 1600 * (1 + 0.02 * torch.randn(n, generator=g))
-    else:
-        ls = torch.arange(n, dtype=torch.float32)
-        level = torch.where(ls >= torch.randint(n + 1, (1,), generator=g), 1.45, 1.0)  # one step up
-        events = (1400 * level * torch.exp(-ls / 2000) * (1 + 0.02 * torch.randn(n, generator=g))).clamp(1000, 2100)
-    events = events.round()
+    ls = torch.arange(first_ls, first_ls + n, dtype=torch.float32)
+    step = first_ls + int(torch.randint(n + 1, (1,), generator=g)) if run.step_ls == "random" else run.step_ls
+    level = torch.ones(n) if step is None else torch.where(ls >= step, run.step_factor, 1.0)
+    decay = torch.exp(-ls / run.lifetime_ls)
+    jitter = 1 + run.events_jitter * torch.randn(n, generator=g)
+    events = (run.events_peak * level * decay * jitter).clamp(*run.events_range).round()
+    luminosity = level * decay
+    pileup = run.pileup_peak * luminosity if run.pileup_follows_luminosity else run.pileup_peak
+    p = hit_probability(domain, pileup).expand(n, -1, -1, -1).clone()
 
     labels = torch.zeros(n, dtype=torch.long)
     touched = torch.zeros(n, N_DEPTHS, N_IPHI, N_IETA, dtype=torch.bool)
@@ -213,4 +329,7 @@ def dqm_maps(
     if domain == "real":
         dead = torch.rand(N_DEPTHS, N_IPHI, N_IETA, generator=torch.Generator().manual_seed(detector_seed)) < 0.003
         occupancy = occupancy * ~dead
-    return DQMMaps(occupancy.flatten(1).float(), labels, touched.flatten(1), events.float(), geometry)
+    pileup = pileup if isinstance(pileup, torch.Tensor) else torch.full((n,), pileup)
+    return DQMMaps(
+        occupancy.flatten(1).float(), labels, touched.flatten(1), events.float(), geometry, luminosity, pileup
+    )
