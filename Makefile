@@ -6,6 +6,11 @@
 #   make run                     venv + build, then the main job: sim2real run (RUN_ARGS=... for its options)
 #   make bench                   the slow tests, then the benchmarks against the reference and the
 #                                peers -> benchmarks/RESULTS.md
+#   make fuzz                    the property-based op tests (python_tests/test_fuzz_ops.py) with the
+#                                "fuzz" hypothesis profile: thousands of random examples per op
+#   make sanitize                the CPU kernels built with AddressSanitizer + UndefinedBehaviorSanitizer
+#                                in their own venv (.venv-asan, CPU-only torch), then the op tests and
+#                                the fuzz tests (ci profile) under them; any finding fails the run
 PYTHON   ?= python3
 VENV     ?= .venv
 TORCH    ?= torch==2.14.1
@@ -14,6 +19,8 @@ S2R_CUDA ?= AUTO
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda /usr/local/cuda-13.0))
 PYTEST_ARGS ?=
 TESTS ?= python_tests
+S2R_SANITIZE ?= OFF
+SANITIZE_VENV ?= .venv-asan
 
 BIN       := $(VENV)/bin
 BUILD_DIR := build/$(notdir $(VENV))
@@ -21,10 +28,19 @@ BUILD_TOOLS := numpy "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ni
 comma     := ,
 EXTRAS    := test$(if $(TORCHVISION),$(comma)vit)
 export PATH := $(if $(CUDA_HOME),$(CUDA_HOME)/bin:)$(PATH)
+# Python is not instrumented: a sanitized extension needs the compiler's runtimes preloaded (ASan's
+# first of all). Python and torch keep memory until exit by design, so leak checking is off.
+SANITIZE_ENV = LD_PRELOAD="$(shell $(CXX) -print-file-name=libasan.so) $(shell $(CXX) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+RUN_ENV = $(if $(filter ON,$(S2R_SANITIZE)),$(SANITIZE_ENV))
+# The op tests, for the sanitizer run; RSS measurements mean nothing under ASan's shadow memory.
+OP_TESTS := python_tests/test_mmd.py python_tests/test_coral.py python_tests/test_grad_reverse.py \
+	python_tests/test_hits_to_image.py python_tests/test_shower_features.py python_tests/test_fuzz_ops.py
+SANITIZE_PYTEST_ARGS := --deselect python_tests/test_mmd.py::test_memory_stays_linear_in_the_sample_count
 
 RUN_ARGS ?=
 
-.PHONY: install test run bench clean
+.PHONY: install test run bench fuzz sanitize clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +55,11 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCHVISION),"$(TORCHVISION)") $(BUILD_TOOLS)
 	printf '%s\n' "$(TORCH)" $(if $(TORCHVISION),"$(TORCHVISION)") > $(VENV)/torch-constraint.txt
 	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q --no-build-isolation -Cbuild-dir=$(BUILD_DIR) \
-		-c $(VENV)/torch-constraint.txt ".[$(EXTRAS)]"
-	$(BIN)/python -I -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
+		-Ccmake.define.S2R_SANITIZE=$(S2R_SANITIZE) -c $(VENV)/torch-constraint.txt ".[$(EXTRAS)]"
+	$(RUN_ENV) $(BIN)/python -I -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
 
 test: install
-	$(BIN)/pytest $(TESTS) -m "not slow" --durations=15 $(PYTEST_ARGS)
+	$(RUN_ENV) $(BIN)/pytest $(TESTS) -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 run: install
 	$(BIN)/sim2real run $(RUN_ARGS)
@@ -57,6 +73,13 @@ bench: install
 	$(BIN)/python -m pip install -q --no-deps $(PEERS)
 	$(BIN)/pytest python_tests -m slow --durations=15 $(PYTEST_ARGS)
 	$(BIN)/python benchmarks/run.py --out benchmarks/RESULTS.md
+
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(RUN_ENV) $(BIN)/pytest python_tests/test_fuzz_ops.py $(PYTEST_ARGS)
+
+sanitize:
+	$(MAKE) test VENV=$(SANITIZE_VENV) TORCH=torch==2.13.0 TORCHVISION= S2R_CUDA=OFF S2R_SANITIZE=ON \
+		TESTS="$(OP_TESTS)" PYTEST_ARGS="$(SANITIZE_PYTEST_ARGS) $(PYTEST_ARGS)"
 
 clean:
 	rm -rf build .venv .venv-* .benchmarks .pytest_cache

@@ -19,6 +19,7 @@ from .hdf5 import (
 from .npy import read_npy_maps, write_npy_maps
 from .root import (
     iterate_showers,
+    list_objects,
     read_arrays,
     read_maps,
     read_showers,
@@ -40,6 +41,7 @@ __all__ = [
     "ShowersDataset",
     "ShowersIterableDataset",
     "iterate_showers",
+    "list_objects",
     "read_arrays",
     "read_calochallenge",
     "read_calogan",

@@ -51,13 +51,18 @@ def _open(path):
 
 
 def _dataset(handle, file: str, name: str, shape: tuple, what: str):
-    """The dataset ``name``; shape checked against ``shape`` (None = any size there)."""
+    """The dataset ``name``; shape checked against ``shape`` (None = any size there, shown as N; a str = any, shown as it)."""
     if name not in handle:
         raise missing_key("dataset", name, file, list(handle.keys()))
-    data = handle[name]
-    ok = len(data.shape) == len(shape) and all(s is None or s == d for s, d in zip(shape, data.shape))
+    expected = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+    try:
+        data = handle[name]
+    except (KeyError, OSError) as error:  # a dangling soft or external link
+        raise CorruptFileError(f"{file}: cannot open dataset {name!r}, expected {what} of shape {expected} ({error})") from error
+    if not isinstance(data, require("h5py").Dataset):
+        raise TypeError(f"{file}: {name!r} is a {type(data).__name__}, expected a dataset of {what} of shape {expected}")
+    ok = len(data.shape) == len(shape) and all(s is None or isinstance(s, str) or s == d for s, d in zip(shape, data.shape))
     if not ok or data.dtype.kind not in "biuf":
-        expected = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{file}: dataset {name!r} must be {what} of shape {expected}, got {data.dtype} {data.shape}")
     return data
 
@@ -156,7 +161,7 @@ def read_calochallenge(
     """
     file, handle = _open(path)
     with handle:
-        showers = _dataset(handle, file, "showers", (None, None), "voxel energies (MeV)")
+        showers = _dataset(handle, file, "showers", (None, "voxels"), "voxel energies (MeV)")
         n, voxels = showers.shape
         if geometry is None:
             if voxels not in _CALOCHALLENGE_BY_VOXELS:

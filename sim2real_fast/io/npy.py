@@ -29,6 +29,10 @@ def read_npy_maps(path: str | os.PathLike, *, geometry: str | Geometry | None = 
         array = np.load(file, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise CorruptFileError(f"{file}: cannot be read as a .npy array ({error})") from error
+    if isinstance(array, np.lib.npyio.NpzFile):
+        names = array.files
+        array.close()
+        raise CorruptFileError(f"{file}: is a .npz archive (arrays {names}), expected one .npy array of maps")
     if array.ndim not in (2, 3) or array.dtype.kind not in "biuf":
         raise ValueError(f"{file}: expected numeric maps of shape (LS, rows, cols) or (LS, n_cells), got {array.dtype} {array.shape}")
     if geometry is None:

@@ -55,10 +55,25 @@ _BASKET_ENTRIES = 10_000  # entries per basket written
 def _open(file: str):
     uproot = require("uproot")
     check_file(file)
+    _check_complete(file)
     try:
         return uproot.open(file)
     except Exception as error:  # uproot raises many types for a damaged file
         raise CorruptFileError(f"{file}: cannot be read as a ROOT file ({type(error).__name__}: {error})") from error
+
+
+def _check_complete(file: str) -> None:
+    """CorruptFileError when the file is shorter than its header's fEND (an interrupted copy or write: what is
+    left may still open and read, silently incomplete). Files without a ROOT header are left to uproot."""
+    with open(file, "rb") as stream:
+        header = stream.read(20)  # "root", fVersion, fBEGIN, fEND (int32; int64 from version 1000000 on)
+    if len(header) < 20 or header[:4] != b"root":
+        return
+    version = int.from_bytes(header[4:8], "big")
+    end = int.from_bytes(header[12:20] if version >= 1_000_000 else header[12:16], "big")
+    size = os.path.getsize(file)
+    if size < end:
+        raise CorruptFileError(f"{file}: truncated ROOT file: {size} bytes, its header says {end}")
 
 
 def _classnames(handle, file: str) -> dict[str, str]:
@@ -68,6 +83,13 @@ def _classnames(handle, file: str) -> dict[str, str]:
     except Exception as error:
         raise CorruptFileError(f"{file}: cannot list the objects ({type(error).__name__}: {error})") from error
     return {key.rsplit(";", 1)[0]: cls for key, cls in names.items()}
+
+
+def list_objects(path: str | os.PathLike) -> dict[str, str]:
+    """The objects of a ROOT file, every directory level: ``{path (no cycle): class name}`` (``"TTree"``, ``"TH2F"``...)."""
+    file = os.fspath(path)
+    with _open(file) as handle:
+        return _classnames(handle, file)
 
 
 def _tree(handle, file: str, name: str):
@@ -119,7 +141,7 @@ def _jagged_buffers(array, where: str) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(layout, ak.contents.ListArray):
         layout = layout.to_ListOffsetArray64(False)
     if not (isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray)
-            and layout.content.data.ndim == 1):
+            and layout.content.data.ndim == 1 and layout.parameter("__array__") is None):  # strings are lists of chars
         raise TypeError(f"{where}: expected a jagged array of numbers (var * number), got type {ak.type(array)}")
     return np.asarray(layout.offsets.data), np.asarray(layout.content.data)
 

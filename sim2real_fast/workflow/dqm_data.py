@@ -50,15 +50,9 @@ def _check_finite(maps: io.OccupancyMaps, file: str) -> torch.Tensor:
 
 
 def _read_root(file: str) -> io.OccupancyMaps:
-    import uproot
-
-    with uproot.open(file) as handle:
-        classes = {key.split(";")[0]: cls for key, cls in handle.classnames().items()}
-    if "maps" in classes and classes["maps"] == "TTree":
-        with uproot.open(file) as handle:
-            branches = set(handle["maps"].keys())
-        return io.read_maps(file, tree="maps", geometry="hcal",
-                            lumi_section_branch="lumi_section" if "lumi_section" in branches else None)
+    objects = io.list_objects(file)
+    if objects.get("maps") in ("TTree", "TNtuple"):
+        return io.read_maps(file, tree="maps", geometry="hcal", lumi_section_branch="lumi_section")
     layers = []
     for depth in range(1, N_DEPTHS + 1):
         histograms = io.read_th2(file, f"*depth{depth}")
@@ -84,7 +78,7 @@ def read_real_maps(path: str | os.PathLike) -> io.OccupancyMaps:
 
     ``.h5`` / ``.hdf5``: the HCALDQM/ML4DQM layout (:func:`~sim2real_fast.io.read_hcal_dqm`, RecHitTask);
     ``.npy``: (LS, 7 * 72, 84), (LS, 7, 72, 84) or (LS, 42336); ``.root``: a ``maps`` tree as
-    :func:`~sim2real_fast.io.write_maps_root` writes it, else TH2 per LS and depth named ``*depth1`` ..
+    :func:`~sim2real_fast.io.write_maps_root` writes it (branches depth1 .. depth7 and lumi_section), else TH2 per LS and depth named ``*depth1`` ..
     ``*depth7`` (:func:`~sim2real_fast.io.write_th2`), 84 ieta x 72 iphi bins. ValueError naming the
     file (and the dataset) for another layout, binning, or NaN / negative counts.
     """

@@ -19,6 +19,12 @@ def _number(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _value(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_number(v)}" for k, v in value.items())
+    return _number(value)
+
+
 def _interval(entry: dict) -> str:
     ci = entry.get("ci95")
     return _number(entry["auc"]) + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
@@ -107,7 +113,8 @@ def write_report(out: Path, results: dict, extra: dict | None) -> None:
                   f"nothing (the best by test map AUC, for reference only: {faults['best_by_test_auc']}).", ""]
         lines += _table(FAULT_HEADER, fault_rows(faults)) + [""]
         lines += ["Targets for the label-free pick:", ""]
-        lines += [f"- {name}: {'met' if t['met'] else 'NOT met'} ({t['value']})" for name, t in faults["targets"].items()]
+        lines += [f"- {name}: {'met' if t['met'] else 'NOT met'} ({_value(t['value'])})"
+                  for name, t in faults["targets"].items()]
         lines += [""]
     if "run" in results:
         runs = next(iter(next(iter(results["run"].values())).values()))["data"]["runs"]
