@@ -24,6 +24,7 @@ import uproot
 
 from helpers import one_thread  # noqa: F401  (an autouse fixture)
 from io_data import random_showers, shared_file, write_tree
+from sim2real_fast import geometry as sgeometry
 from sim2real_fast import io as sio
 from sim2real_fast.geometry import Geometry, Layer
 from sim2real_fast.io import root as root_module
@@ -585,3 +586,20 @@ def test_streaming_a_file_four_times_the_budget_stays_within_it(tmp_path):
     assert n == n_all == EVENTS and streamed_total == pytest.approx(total, rel=1e-5)
     assert whole > 4 * BUDGET_MB  # the file does not fit the budget when read at once
     assert growth < BUDGET_MB
+
+
+def test_a_memory_step_bounds_the_decoded_images(tmp_path):
+    """step_size="1 MB" counts each event's dense image (calogan: 504 cells x 4 B, twice) with its hits."""
+    n, geometry = 3000, sgeometry.get("calogan")
+    torch.manual_seed(0)
+    images = torch.zeros(n, geometry.n_cells)
+    images[:, :20] = torch.rand(n, 20) * 100
+    path = tmp_path / "showers.root"
+    sio.write_showers_root(path, images, torch.zeros(n, dtype=torch.long), torch.full((n,), 10.0), geometry=geometry)
+    batches = list(sio.iterate_showers(path, step_size="1 MB"))
+    largest = 1024**2 // (2 * 4 * geometry.n_cells)
+    assert sum(len(b.images) for b in batches) == n and len(batches) > 1
+    assert max(len(b.images) for b in batches) <= largest
+    torch.testing.assert_close(torch.cat([b.images for b in batches]), images)
+    with pytest.raises(ValueError, match="step_size"):
+        list(sio.iterate_showers(path, step_size="lots"))

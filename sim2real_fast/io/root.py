@@ -233,6 +233,27 @@ def _shower_options(geometry, normalize, threshold, calibration, dead, bad_energ
     }
 
 
+_MEMORY_UNITS = {"B": 1, "KB": 1024, "KIB": 1024, "MB": 1024**2, "MIB": 1024**2, "GB": 1024**3, "GIB": 1024**3,
+                 "TB": 1024**4, "TIB": 1024**4}
+_IMAGE_COPIES = 2  # a step's images: the (N, n_cells) float32 output and one intermediate of the conversion
+
+
+def _entries_per_step(ttree, branches, step_size, n_cells: int):
+    """``step_size`` as entries. A memory size ("100 MB", powers of 1024 as uproot reads them) bounds what a
+    step decodes: the branches' uncompressed bytes per entry plus its dense images, which uproot's own
+    memory step (the branches alone) leaves out, though each event's image can be far larger than its hits."""
+    if not isinstance(step_size, str):
+        return step_size
+    text = step_size.replace(" ", "").upper()
+    unit = next((u for u in sorted(_MEMORY_UNITS, key=len, reverse=True) if text.endswith(u)), None)
+    try:
+        budget = float(text[: -len(unit)] if unit else text) * _MEMORY_UNITS[unit or "B"]
+    except ValueError:
+        raise ValueError(f"step_size: expected entries or a memory size such as '100 MB', got {step_size!r}") from None
+    hits = sum(ttree[b].uncompressed_bytes for b in branches) / max(ttree.num_entries, 1)
+    return max(1, int(budget // (hits + _IMAGE_COPIES * 4 * n_cells)))
+
+
 def _file_showers(file, *, tree, names, geometry, options, step_size, entry_start=None, entry_stop=None) -> Iterator[Showers]:
     """Showers batches of one file (entries [entry_start, entry_stop)), one per step."""
     handle = _open(file)
@@ -240,6 +261,7 @@ def _file_showers(file, *, tree, names, geometry, options, step_size, entry_star
         ttree = _tree(handle, file, tree)
         branches = [b for b in names if b is not None]
         _check_branches(ttree, file, tree, branches)
+        step_size = _entries_per_step(ttree, branches, step_size, geometry.n_cells)
         for arrays, first, seconds in _steps(ttree, file, tree, branches, step_size=step_size,
                                              entry_start=entry_start, entry_stop=entry_stop):
             yield _showers_from_step(arrays, first, seconds, file=file, tree=tree, names=names, geometry=geometry, options=options)
@@ -303,7 +325,8 @@ def read_showers(
         path: a file, a glob (sorted; no match is a FileNotFoundError naming the pattern) or a list of them.
         geometry: preset name, description file or Geometry; cell indices must be in [0, n_cells).
         tree: the TTree's name (a path inside the file, e.g. ``"dir/events"``).
-        step_size: entries per step, or a memory size such as ``"100 MB"`` (as ``uproot.iterate``).
+        step_size: entries per step, or a memory size such as ``"100 MB"`` that bounds a step's decoded
+            hits and dense images together (uproot's own memory step counts the hits alone).
         normalize: None (MeV), "log1p" (log(1 + E/MeV)), "sum" (fraction of the image total) or
             "incident" (fraction of the incident energy: hit MeV / (1000 * incident GeV)).
         threshold, calibration, dead: zero suppression (MeV), per-cell factors (n_cells,) and dead-cell mask
