@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .. import dqm
+from .._lock import output_lock
 from ..adapt import AdaptConfig, Domain, fit, validators
 from ..evaluate.energy import EnergyMeter
 from ..io._atomic import atomic_path
@@ -304,7 +305,11 @@ def run_dqm(config: DQMConfig = DQMConfig(), *, out: str | Path = "sim2real-dqm"
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out: {out} exists and is not a folder")
     real_maps = None if real is None else read_real_maps(real)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, "sim2real dqm"):
+        return _run_dqm(config, out, real, real_maps, resume, progress, log)
+
+
+def _run_dqm(config: DQMConfig, out: Path, real, real_maps, resume: bool, progress: bool, log) -> dict:
     _check_resumable(out, config, None if real is None else str(real), resume)
     threads = torch.get_num_threads()
     if config.threads is not None:

@@ -25,6 +25,7 @@ import torch
 
 from .. import geometry as _geometry
 from .. import simulate
+from .._lock import output_lock
 from ..io._atomic import atomic_path
 from ..io._lazy import require
 from .translation import _check_count, _Input, _previous_run, _root_output
@@ -159,27 +160,28 @@ def train(
     geometry, folder = _geometry.get(geometry), Path(out)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"--out {folder}: exists and is not a folder")
-    previous = _previous_run(folder / "checkpoints", model, resume, read_payload=read_payload, kind="generator",
-                             option="--model")
-    if previous is not None:
-        epochs = previous["epochs"] if epochs is None else epochs
-        seed = previous["seed"] if seed is None else seed
-        events = previous["size"] if events is None and data is None else events
-    seed = 0 if seed is None else seed
-    if data is None:
-        showers = simulate_domain(DEFAULT_EVENTS if events is None else events, geometry=geometry,
-                                  effects="nominal", seed=seed, description="training showers", progress=progress)
-        images, labels, energy, energy_range = showers.images, showers.labels, showers.energy, ENERGY_RANGE
-    else:
-        images, labels, energy = _training_data(data, geometry, particle, events)
-    if len(images) < 2:
-        source = "--events 1" if data is None else f"{data}: 1 shower"
-        raise ValueError(f"{source}: a generator needs at least 2 showers (training and validation)")
-    folder.mkdir(parents=True, exist_ok=True)
-    generator = REGISTRY[model](geometry)
-    generator.fit(images, labels, energy, energy_range=energy_range, epochs=epochs,
-                  checkpoint_dir=folder / "checkpoints", resume=resume, progress=progress, seed=seed)
-    return generator.save(folder / "model.pt")
+    with output_lock(folder, f"sim2real generate train --model {model}"):
+        previous = _previous_run(folder / "checkpoints", model, resume, read_payload=read_payload, kind="generator",
+                                 option="--model")
+        if previous is not None:
+            epochs = previous["epochs"] if epochs is None else epochs
+            seed = previous["seed"] if seed is None else seed
+            events = previous["size"] if events is None and data is None else events
+        seed = 0 if seed is None else seed
+        if data is None:
+            showers = simulate_domain(DEFAULT_EVENTS if events is None else events, geometry=geometry,
+                                      effects="nominal", seed=seed, description="training showers", progress=progress)
+            images, labels, energy, energy_range = showers.images, showers.labels, showers.energy, ENERGY_RANGE
+        else:
+            images, labels, energy = _training_data(data, geometry, particle, events)
+        if len(images) < 2:
+            source = "--events 1" if data is None else f"{data}: 1 shower"
+            raise ValueError(f"{source}: a generator needs at least 2 showers (training and validation)")
+        folder.mkdir(parents=True, exist_ok=True)
+        generator = REGISTRY[model](geometry)
+        generator.fit(images, labels, energy, energy_range=energy_range, epochs=epochs,
+                      checkpoint_dir=folder / "checkpoints", resume=resume, progress=progress, seed=seed)
+        return generator.save(folder / "model.pt")
 
 
 # ---- sample ----------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 
 from .. import geometry as _geometry
 from .. import io
+from .._lock import output_lock
 from ..adapt import Domain
 from ..adapt import checkpoint as _checkpoint
 from ..io._atomic import atomic_path
@@ -139,25 +140,26 @@ def train(
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"--out {folder}: exists and is not a folder")
-    previous = _previous_run(folder / "checkpoints", method, resume)
-    if previous is not None:
-        epochs = previous["epochs"] if epochs is None else epochs
-        batch_size = previous["batch_size"] if batch_size is None else batch_size
-        seed = previous["seed"] if seed is None else seed
-    sim_domain, real_domain, sim_where = _training_domains(cls, sim=sim, real=real, data=data, geometry=geometry)
-    sim_domain, real_domain = _first(sim_domain, events), _first(real_domain, events)
-    options = {}
-    if getattr(cls, "needs_sim_labels", False):
-        if sim_domain.labels is None:
-            raise ValueError(f"{sim_where}: the {method} translator needs labelled sim showers (a 'label' branch or "
-                             f"dataset in every file); these have none")
-        options["sim_labels"] = sim_domain.labels
-    folder.mkdir(parents=True, exist_ok=True)
-    translator = cls(geometry, threshold_mev=zero_suppression(real_domain.inputs, geometry))
-    translator.fit(sim_domain.inputs, real_domain.inputs, epochs=epochs, batch_size=batch_size,
-                   checkpoint_dir=folder / "checkpoints", resume=resume, progress=progress,
-                   seed=0 if seed is None else seed, **options)
-    return translator.save(folder / "model.pt")
+    with output_lock(folder, f"sim2real translate train --method {method}"):
+        previous = _previous_run(folder / "checkpoints", method, resume)
+        if previous is not None:
+            epochs = previous["epochs"] if epochs is None else epochs
+            batch_size = previous["batch_size"] if batch_size is None else batch_size
+            seed = previous["seed"] if seed is None else seed
+        sim_domain, real_domain, sim_where = _training_domains(cls, sim=sim, real=real, data=data, geometry=geometry)
+        sim_domain, real_domain = _first(sim_domain, events), _first(real_domain, events)
+        options = {}
+        if getattr(cls, "needs_sim_labels", False):
+            if sim_domain.labels is None:
+                raise ValueError(f"{sim_where}: the {method} translator needs labelled sim showers (a 'label' branch or "
+                                 f"dataset in every file); these have none")
+            options["sim_labels"] = sim_domain.labels
+        folder.mkdir(parents=True, exist_ok=True)
+        translator = cls(geometry, threshold_mev=zero_suppression(real_domain.inputs, geometry))
+        translator.fit(sim_domain.inputs, real_domain.inputs, epochs=epochs, batch_size=batch_size,
+                       checkpoint_dir=folder / "checkpoints", resume=resume, progress=progress,
+                       seed=0 if seed is None else seed, **options)
+        return translator.save(folder / "model.pt")
 
 
 # ---- apply: shower files in steps ------------------------------------------------------------------
