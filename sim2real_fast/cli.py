@@ -89,18 +89,24 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
 
 def simulate_command(args: argparse.Namespace) -> int:
     from . import io, simulate
-    from . import geometry as _geometry
     from .workflow import simulate_domain
+    from .workflow.data import shower_geometry
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    geometry = _geometry.get(args.geometry)
     started = time.perf_counter()
-    domains = {
-        "sim": simulate_domain(args.events, geometry=geometry, effects="nominal", seed=args.seed, description="sim"),
-        "real": simulate_domain(args.events, geometry=geometry, effects=args.preset, seed=args.seed + 1,
-                                 description=f"real ({args.preset})"),
-    }
+    try:
+        geometry = shower_geometry(args.geometry)
+        out.mkdir(parents=True, exist_ok=True)
+        domains = {
+            "sim": simulate_domain(args.events, geometry=geometry, effects="nominal", seed=args.seed,
+                                   description="sim"),
+            "real": simulate_domain(args.events, geometry=geometry, effects=args.preset, seed=args.seed + 1,
+                                    description=f"real ({args.preset})"),
+        }
+    except (FileExistsError, NotADirectoryError):
+        args.error(f"--out {args.out!r}: a file is in the way; expected a folder (created if missing)")
+    except ValueError as error:  # an unknown geometry, occupancy maps', or one without depths and cell sizes
+        args.error(_one_line(error))
     written = []
     for name, showers in domains.items():
         path = out / f"{name}.root"
@@ -452,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dqm-format", default="tree", choices=("tree", "th2"),
                      help="DQM ROOT layout: a tree of per-depth arrays with labels, or TH2 per lumi-section")
     sim.add_argument("--hdf5", action="store_true", help="also write HDF5 (CaloGAN/CaloChallenge, HCAL DQM)")
-    sim.set_defaults(run=simulate_command)
+    sim.set_defaults(run=simulate_command, error=sim.error)
 
     from .evaluate import TRAININGS
 

@@ -378,6 +378,7 @@ def gap_decomposition_table(methods: Mapping) -> str:
 def write_report(
     path: str | os.PathLike,
     *,
+    title: str = "sim2real_fast report",
     results: Mapping,
     figures: Mapping[str, str | os.PathLike],
     config: Mapping,
@@ -389,6 +390,7 @@ def write_report(
     """Write the run's Markdown report to ``path`` (atomically) and return the path.
 
     Args:
+        title: the first line's heading (e.g. that the run was a smoke test, not a measurement).
         results: {method: scores} as for :func:`results_table`; a method's optional ``per_class``
             ({class: {score: value}} or {score: [one per class]}) and ``confusion`` ((C, C) counts,
             rows true, columns predicted) get their own tables.
@@ -408,10 +410,10 @@ def write_report(
         if not isinstance(value, Mapping):
             raise ValueError(f"write_report: {argument} must be a dict, got {type(value).__name__}")
     class_names = config.get("class_names")
-    lines = ["# sim2real_fast report", "", *_configuration(config), "", "## Results", "", results_table(results)]
-    for title, text in (sections or {}).items():
+    lines = [f"# {title}", "", *_configuration(config), "", "## Results", "", results_table(results)]
+    for heading, text in (sections or {}).items():
         if text:
-            lines += ["", f"## {title}", "", text]
+            lines += ["", f"## {heading}", "", text]
     if alarms is not None:
         lines += ["", *_alarms(alarms, config)]
     if selection:

@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli import _one_line
+
 __all__ = ["add_commands"]
 
 
@@ -49,20 +51,22 @@ def _percent(value) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from ..io import MissingKeyError
     from ..report import text_table
+    from .config import SMOKE_TEST
     from .outputs import table_results
     from .runner import run
 
-    try:
+    try:  # bad files or options: one line, no traceback
         config = _run_config(args)
-    except (ValueError, TypeError) as error:
-        args.error(str(error))
-    try:
         results = run(config, resume=args.resume, progress=True, log=lambda text: print(text, file=sys.stderr))
-    except (FileNotFoundError, ValueError) as error:  # bad files or options: one line, no traceback
-        args.error(str(error))
+    except (ValueError, TypeError, OSError, MissingKeyError) as error:
+        args.error(_one_line(error))
     instances = "" if config.sim else f" x {len(config.detector_seeds)} detector instance(s)"
-    print(f"\nsim2real run: {len(config.methods)} methods x {len(config.seeds)} seed(s){instances} on {config.geometry} "
+    print(file=sys.stderr)  # after the progress output; stdout starts with the results
+    if config.quick:
+        print(SMOKE_TEST)
+    print(f"sim2real run: {len(config.methods)} methods x {len(config.seeds)} seed(s){instances} on {config.geometry} "
           f"({'files ' + config.sim + ', ' + config.real if config.sim else 'simulated, preset ' + config.preset}), "
           f"checkpoints picked by {config.selection}, {results['seconds']:.0f} s")
     print(text_table(table_results(results)))
@@ -84,6 +88,7 @@ def _adapt_config(args: argparse.Namespace):
 
 
 def adapt_command(args: argparse.Namespace) -> int:
+    from ..io import MissingKeyError
     from .steps import adapt_step
 
     method = getattr(args, "method", "source_only")
@@ -91,19 +96,20 @@ def adapt_command(args: argparse.Namespace) -> int:
         path = adapt_step(method, sim=args.sim, real=getattr(args, "real", None), out=args.out,
                           geometry=args.geometry, config=_adapt_config(args), resume=args.resume,
                           real_test=getattr(args, "real_test", None), pairs=getattr(args, "pairs", None))
-    except (ValueError, FileNotFoundError) as error:
-        args.error(str(error))
+    except (ValueError, TypeError, OSError, MissingKeyError) as error:  # bad files or options: one line
+        args.error(_one_line(error))
     print(f"sim2real {args.command}: {method} trained; written {path} (+ model.pt, model.onnx)")
     return 0
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    from ..io import MissingKeyError
     from .steps import evaluate_step
 
     try:
         result = evaluate_step(args.model, real=args.real, sim=args.sim, out=args.out, split=args.split)
-    except (ValueError, FileNotFoundError) as error:
-        args.error(str(error))
+    except (ValueError, TypeError, OSError, MissingKeyError) as error:  # bad files or options: one line
+        args.error(_one_line(error))
     shown = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
     print(json.dumps(shown, indent=2))
     print(f"written: {Path(args.out) / 'metrics.json'}, {Path(args.out) / 'predictions.root'}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..adapt import VALIDATORS, AdaptConfig, parse_method
 
-__all__ = ["DEFAULT_METHODS", "QUICK", "RunConfig", "SELECTIONS"]
+__all__ = ["DEFAULT_METHODS", "QUICK", "RunConfig", "SELECTIONS", "SMOKE_TEST"]
 
 #: Methods of a default run, in report order: the two references, the trivial label-free baselines,
 #: the methods, a combination.
@@ -49,7 +49,8 @@ class RunConfig:
     augmentations). Every score comes from the checkpoint the label-free rule ``selection`` picks
     (a validator of :data:`~sim2real_fast.adapt.VALIDATORS` or ``"last"``; default ``im``, the rule
     whose picks did best on ``dev``, benchmarks/tune.py). ``threads``: torch threads
-    (None: torch's default).
+    (None: torch's default). ``quick``: the run is ``--quick``'s smoke test (:data:`QUICK`); its
+    printed table and report.md start with :data:`SMOKE_TEST`.
     """
 
     out: str = "sim2real-run"
@@ -72,6 +73,7 @@ class RunConfig:
     threads: int | None = None
     export: bool = True
     gap_alarm_threshold: float = 0.05
+    quick: bool = False
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def __post_init__(self) -> None:
@@ -99,7 +101,9 @@ class RunConfig:
         if self.sim is not None and len(self.detector_seeds) > 1:
             raise ValueError("RunConfig: detector_seeds draws simulated real detectors; with --real files give one")
         from ..simulate import PRESETS
+        from .data import shower_geometry
 
+        shower_geometry(self.geometry)  # an unknown or occupancy-map geometry fails before any file is written
         for name in ("preset", "sim_preset"):
             if getattr(self, name) not in PRESETS:
                 raise ValueError(f"RunConfig: {name} must be one of {sorted(PRESETS)}, got {getattr(self, name)!r}")
@@ -153,7 +157,8 @@ class RunConfig:
             with open(path) as stream:
                 description = yaml.safe_load(stream) or {}
         except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {os.fspath(path)!r}") from None
+            raise FileNotFoundError(f"config file not found: {os.fspath(path)!r} (expected a YAML file of run "
+                                    "options)") from None
         except yaml.YAMLError as error:
             raise ValueError(f"{os.fspath(path)}: not valid YAML ({error})") from None
         if not isinstance(description, dict):
@@ -163,6 +168,9 @@ class RunConfig:
 
 #: ``--quick``: tiny data and one short epoch per stage (about a minute on 2 cores; for tests and a first look).
 QUICK = {
-    "events": 1500, "real_events": 1500,
+    "quick": True, "events": 1500, "real_events": 1500,
     "adapt": {"epochs": 1, "pseudo_iterations": 1, "pseudo_epochs": 1, "few_shot_epochs": 1, "simclr_epochs": 1},
 }
+
+#: The first line of a ``--quick`` run's printed table and report.md.
+SMOKE_TEST = "--quick: a smoke test of every step on tiny data and short training, not a measurement"

@@ -15,7 +15,7 @@ from ..adapt import Domain
 from .config import RunConfig
 
 __all__ = ["RunData", "SimSide", "load_data", "load_pairs", "load_sim", "particle_names", "randomized_copy",
-           "read_domain", "simulate_domain"]
+           "read_domain", "shower_geometry", "simulate_domain"]
 
 _CHUNK = 10_000  # showers simulated per progress step
 
@@ -80,19 +80,78 @@ def _simulated(path: Path, n: int, *, geometry, effects, seed: int, description:
     return path
 
 
+#: Preset geometries of occupancy maps, not of calorimeter showers (``sim2real dqm`` reads them).
+_MAP_GEOMETRIES = ("hcal",)
+
+_SCHEMA = "a ROOT event tree 'events' with branches hit_cell, hit_energy, label, energy (as sim2real simulate writes)"
+
+
+def _is_root_file(path) -> bool:
+    with open(path, "rb") as stream:
+        return stream.read(4) == b"root"
+
+
+def _not_showers(path, what: str) -> str | None:
+    """Why a ROOT file without an 'events' tree is not a shower file, when it is DQM occupancy maps."""
+    objects = io.list_objects(path)
+    maps = [name for name, kind in objects.items() if (name == "maps" and kind == "TTree") or kind.startswith("TH2")]
+    if not maps:
+        return None
+    shown = ", ".join(map(repr, maps[:3])) + (f", ... ({len(maps)} in all)" if len(maps) > 3 else "")
+    return (f"{what} file {str(path)!r} looks like a DQM occupancy-maps file ({shown}), not showers: expected "
+            f"{_SCHEMA}; for maps use sim2real dqm --real {path}")
+
+
+def _check_layers(showers, path, geometry, what: str) -> None:
+    """ValueError when every hit of a file lies in the first layer of a geometry with several: the file was
+    written for a smaller geometry whose cell indices happen to fit."""
+    if geometry.n_layers < 2 or not bool(showers.images.any()):
+        return
+    if not bool(showers.images[:, geometry.layer_offsets[1]:].any()):
+        last = int((showers.images != 0).any(0).nonzero().max())
+        raise ValueError(f"{what} file {str(path)!r} does not match geometry {geometry.name!r}: every hit is in its "
+                         f"first layer {geometry.layers[0].name!r} (largest hit_cell {last}; the geometry has "
+                         f"{geometry.n_layers} layers, {geometry.n_cells} cells). Pass the file's geometry (--geometry)")
+
+
+def shower_geometry(geometry) -> _geometry.Geometry:
+    """The Geometry of shower files (a preset name, a description file or a Geometry); a ValueError for an
+    unknown one and for an occupancy-map geometry (``hcal``)."""
+    geometry = _geometry.get(geometry)
+    if geometry.name in _MAP_GEOMETRIES:
+        raise ValueError(f"geometry {geometry.name!r} is the grid of DQM occupancy maps ({geometry.n_layers} layers "
+                         f"of {geometry.layers[0].rows} x {geometry.layers[0].cols}, no cell sizes), not a calorimeter "
+                         "for showers: pass the shower files' geometry (--geometry, default calogan); for occupancy "
+                         "maps use sim2real dqm --real FILE")
+    return geometry
+
+
 def read_domain(path, geometry, what: str, *, labelled: bool, min_events: int = 1) -> Domain:
     """The events of a ROOT event tree as a Domain (labels None when the file has none).
 
-    Clear errors for a missing file, cells outside ``geometry`` (the wrong --geometry), fewer than
-    ``min_events`` events and, with ``labelled``, events without labels (no branch, or label -1).
+    Clear errors (ValueError, FileNotFoundError) for a missing file, a file that is not ROOT, DQM
+    occupancy maps, an occupancy-map ``geometry``, cells outside ``geometry`` or all in its first layer
+    (the wrong --geometry), fewer than ``min_events`` events and, with ``labelled``, events without
+    labels (no branch, or label -1).
     """
+    geometry = shower_geometry(geometry)
     if not Path(path).exists():
-        raise FileNotFoundError(f"{what} file not found: {str(path)!r}")
+        raise FileNotFoundError(f"{what} file not found: {str(path)!r} (expected {_SCHEMA})")
     try:
         showers = io.read_showers(path, geometry=geometry)
     except IndexError as error:
         raise ValueError(f"{what} file {str(path)!r} does not match geometry {geometry.name!r} ({geometry.n_cells} "
                          f"cells): {error}. Pass the file's geometry (--geometry)") from None
+    except io.CorruptFileError:
+        if not _is_root_file(path):
+            raise ValueError(f"{what} file {str(path)!r} is not a ROOT file: expected {_SCHEMA}") from None
+        raise
+    except io.MissingKeyError:
+        reason = _not_showers(path, what)
+        if reason is None:
+            raise
+        raise ValueError(reason) from None
+    _check_layers(showers, path, geometry, what)
     if len(showers) < min_events:
         raise ValueError(f"{what} file {str(path)!r}: expected at least {min_events} events, got {len(showers)}")
     has_labels = not bool((showers.labels < 0).any())
@@ -174,7 +233,7 @@ def randomized_copy(domain: Domain, geometry, *, seed: int) -> Domain:
 
 def load_sim(config: RunConfig, *, progress: bool = True) -> SimSide:
     """Simulate or read the sim domain of ``config``, split it, and draw the randomised sim if a method needs it."""
-    geometry = _geometry.get(config.geometry)
+    geometry = shower_geometry(config.geometry)
     if config.sim is None:
         sim_file = _simulated(Path(config.out) / "data" / "sim.root", config.events, geometry=geometry,
                               effects=config.sim_preset, seed=config.data_seed,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 from .. import io
 from ..models import CaloCNN
-from .config import RunConfig
+from .config import SMOKE_TEST, RunConfig
 from .data import RunData
+from .runner import MIN_GAP, SCALARS
 
 __all__ = ["table_results", "write_outputs"]
 
@@ -84,19 +86,52 @@ def _file_safe(name: str) -> str:
 
 
 def _unresolved(methods: dict) -> list[str]:
-    """A note when gap_recovered is left out, in every run or in some, because the gap is within the test noise."""
+    """A note when gap_recovered is left out, in every run or in some, because target_oracle does not beat
+    source_only by :data:`~sim2real_fast.workflow.runner.MIN_GAP` (2 points) of real accuracy."""
     if "target_oracle" not in methods or "source_only" not in methods:
         return []
+    rule = f"target_oracle does not beat source_only by {100 * MIN_GAP:.0f} points of real accuracy or more"
     if methods["source_only"].get("gap_recovered") is None:
-        return ["gap recovered is left out (–): target_oracle and source_only differ by less than two standard errors "
-                "of the test accuracy, a gap this test set cannot resolve; read the paired differences instead."]
+        low, high = (methods[m].get("target_accuracy") for m in ("source_only", "target_oracle"))
+        scores = "" if low is None or high is None else f" ({100 * high:.1f}% vs {100 * low:.1f}%)"
+        return [f"gap recovered is left out (–): {rule}{scores}, a gap the run cannot resolve; read the paired "
+                "differences instead."]
     runs = methods["source_only"].get("per_seed", [])
     resolved = sum(r.get("gap_recovered") is not None for r in runs)
     if resolved < len(runs):
-        return [f"gap recovered is defined in {resolved} of {len(runs)} runs: in the others target_oracle and "
-                "source_only differ by less than two standard errors of the test accuracy; its mean and spread are "
-                "over those runs only (a spread of 0 means one run). Read the paired differences as well."]
+        return [f"gap recovered is defined in {resolved} of {len(runs)} runs: in the others {rule}; its mean and "
+                "spread are over those runs only (a spread of 0 means one run). Read the paired differences as well."]
     return []
+
+
+#: Why a score can be missing (NaN in a run, null in results.json), by a part of its name; the first match applies.
+_WHY_MISSING = {
+    "em_": "the events it is scored on have no e+ or no gamma (or the classes are not e+, gamma, pi+)",
+    "pion_auc": "the events it is scored on have no pi+ or no e+/gamma (or the classes are not e+, gamma, pi+)",
+    "auc": "a class is absent from the events it is scored on (a one-vs-rest AUC needs both groups)",
+    "energy_joules": "no energy reading on this machine",
+}
+
+
+def _undefined(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def _missing(methods: dict) -> list[str]:
+    """A note per score that a method lacks in its mean or in a run (– in the tables, null in results.json),
+    and one for undefined per-class scores, saying why."""
+    notes = []
+    for key in SCALARS:
+        lacking = [m for m, entry in methods.items()
+                   if _undefined(entry.get(key)) or any(_undefined(r.get(key)) for r in entry.get("per_seed", []))]
+        if lacking and key != "gap_recovered":
+            why = next((text for part, text in _WHY_MISSING.items() if part in key), "it is undefined (NaN)")
+            notes.append(f"{key} is missing (–, null in results.json) for {', '.join(lacking)}: {why}.")
+    if any(_undefined(v) for entry in methods.values() for scores in (entry.get("per_class") or {}).values()
+           for v in scores.values()):
+        notes.append("Per-class scores shown as – (null in results.json): precision of a class a model never "
+                     "predicts, recall and AUC of a class absent from the real test set.")
+    return notes
 
 
 def _not_better(methods: dict) -> list[str]:
@@ -149,7 +184,8 @@ def write_outputs(out: Path, results: dict, arrays: dict[str, dict], data: RunDa
     outputs["figures"] = {title: str(path) for title, path in figures.items()}
     selection = {m: entry["selection"] for m, entry in results["methods"].items()}
     report.write_report(
-        out / "report.md", results=table_results(results), figures={t: str(p.relative_to(out)) for t, p in figures.items()},
+        out / "report.md", title=f"sim2real_fast report ({SMOKE_TEST})" if config.quick else "sim2real_fast report",
+        results=table_results(results), figures={t: str(p.relative_to(out)) for t, p in figures.items()},
         config={**results["config"], "class_names": results["class_names"], "device": results["machine"]["device"],
                 "gap_threshold": config.gap_alarm_threshold},
         selection=selection, alarms=results["alarms"],
@@ -164,7 +200,7 @@ def write_outputs(out: Path, results: dict, arrays: dict[str, dict], data: RunDa
                f"labels hidden; {len(data.real_test)} for testing"
                + (f"; {int((data.real_split < 0).sum())} left out for the class fractions "
                   f"{list(config.real_class_fractions)}" if config.real_class_fractions else "") + ").",
-               *_unresolved(results["methods"]), *_not_better(results["methods"])],
+               *_unresolved(results["methods"]), *_missing(results["methods"]), *_not_better(results["methods"])],
     )
     outputs["report"] = str(out / "report.md")
     return outputs

@@ -36,7 +36,7 @@ from .config import RunConfig
 from .data import RunData, load_data, load_sim
 from .evaluation import evaluate_fit
 
-__all__ = ["SCALARS", "method_slug", "run"]
+__all__ = ["MIN_GAP", "SCALARS", "method_slug", "run"]
 
 #: The per-method numbers of results.json (mean over seeds; ``spread`` holds their standard deviations).
 SCALARS = ("target_accuracy", "target_accuracy_last", "target_f1", "target_auc", "em_accuracy", "em_auc", "pion_auc",
@@ -47,30 +47,53 @@ SCALARS = ("target_accuracy", "target_accuracy_last", "target_f1", "target_auc",
 #: The scores whose paired difference to source_only (with a bootstrap interval) results.json reports.
 PAIRED = ("target_accuracy", "em_auc", "pion_auc")
 
+#: gap_recovered is given only where target_oracle beats source_only by this much real accuracy (2 points).
+MIN_GAP = 0.02
+
 
 def method_slug(method: str) -> str:
     """A method name usable in file and branch names ("dann+pseudo_label" -> "dann_pseudo_label")."""
     return method.replace("+", "_")
 
 
+def _strict(data):
+    """``data`` with every NaN or infinite float replaced by None (null in strict JSON)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _strict(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_strict(value) for value in data]
+    return data
+
+
 def _write_json(path: Path, data: dict) -> None:
+    """Strict JSON (NaN and infinities as null) for other programs to read."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+        Path(tmp).write_text(json.dumps(_strict(data), indent=2, allow_nan=False) + "\n")
 
 
-def _check_resumable(out: Path, config: RunConfig, resume: bool) -> None:
-    """A fresh run clears ``out``'s previous results; a resumed one must have the same configuration (threads aside)."""
+def _check_resumable(out: Path, config: RunConfig, resume: bool, log) -> bool:
+    """A fresh run clears ``out``'s previous results; a resumed one must have the same configuration (threads aside).
+
+    Returns whether the run resumes: ``resume`` unless ``out`` holds no earlier run (no run.json), which
+    ``log`` says, and the run starts fresh.
+    """
     stored = out / "run.json"
-    if resume and stored.exists():
+    if resume and not stored.exists():
+        log(f"--resume: no earlier run in {str(out)!r} (no run.json); starting a fresh run")
+        resume = False
+    if resume:
         # the thread count may change between the two (it changes round-off, not the method)
         previous = {k: v for k, v in json.loads(stored.read_text()).items() if k != "threads"}
         if previous != {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k != "threads"}:
             raise ValueError(f"--resume: {str(out)!r} holds a run with another configuration ({stored}); "
                              "use the same options or another --out")
-    elif not resume:
+    else:
         for folder in ("checkpoints", "methods"):
             shutil.rmtree(out / folder, ignore_errors=True)
     _write_json(stored, config.to_dict())
+    return resume
 
 
 def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Path, resume: bool,
@@ -95,7 +118,8 @@ def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Pa
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "arrays.pt") as tmp:
         torch.save(arrays, tmp)
-    _write_json(folder / "result.json", result)
+    with atomic_path(folder / "result.json") as tmp:  # read back by a resumed run only: NaN stays NaN
+        Path(tmp).write_text(json.dumps(result, indent=2) + "\n")
     return result, arrays
 
 
@@ -131,9 +155,9 @@ def _summarise(per_seed: dict[str, list[dict]]) -> dict:
 def _add_gap_recovered(per_seed: dict[str, list[dict]]) -> None:
     """gap_recovered per run against the same instance and seed's source_only and target_oracle.
 
-    None without those references, and None when their difference is within two standard errors of a
-    difference of two test-set accuracies (sqrt(2 p (1 - p) / n_test)): a ratio to a gap the test set
-    cannot resolve would be noise (the paired differences still say what a method gained).
+    None without those references, and None unless target_oracle beats source_only by :data:`MIN_GAP`
+    (2 points) of real accuracy or more: a ratio to a smaller gap would be noise (the paired differences
+    still say what a method gained).
     """
     reference = {name: {_key(r): r for r in per_seed.get(name, [])} for name in ("source_only", "target_oracle")}
     for runs in per_seed.values():
@@ -143,8 +167,7 @@ def _add_gap_recovered(per_seed: dict[str, list[dict]]) -> None:
                 r["gap_recovered"] = None
                 continue
             low, high = low["target_accuracy"], high["target_accuracy"]
-            p = (low + high) / 2
-            resolved = abs(high - low) > 2 * math.sqrt(2 * p * (1 - p) / r["n_test"])
+            resolved = high - low > MIN_GAP - 1e-9  # accuracies are ratios of counts: 0.72 - 0.70 < 0.02
             r["gap_recovered"] = gap_recovered(r["target_accuracy"], low, high) if resolved else None
 
 
@@ -161,14 +184,19 @@ def run(config: RunConfig, *, resume: bool = False, progress: bool = True, log=p
 
     Returns the content of results.json: ``{"config", "machine", "class_names", "methods": {method:
     {SCALARS..., "spread", "per_class", "confusion", "selection", "per_seed"}}, "alarms", "seconds",
-    "outputs"}``; accuracies, F1 and AUC are fractions, gap_recovered a fraction of the gap.
+    "outputs"}`` and the training ``histories``; accuracies, F1 and AUC are fractions, gap_recovered a
+    fraction of the gap; an undefined value (NaN) is None, null in the file.
     """
     from .outputs import write_outputs
 
     started = time.perf_counter()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resumable(out, config, resume)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"output folder {str(out)!r} (--out): a file is in the way; expected a folder "
+                                 "(created if missing)") from None
+    resume = _check_resumable(out, config, resume, log)
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -201,6 +229,7 @@ def run(config: RunConfig, *, resume: bool = False, progress: bool = True, log=p
         }
         results["outputs"] = write_outputs(out, results, arrays, data, config, log=log)
         results["seconds"] = time.perf_counter() - started
+        results = _strict(results)
         _write_json(out / "results.json", {k: v for k, v in results.items() if k != "histories"})
         return results
     finally:

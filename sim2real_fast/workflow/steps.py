@@ -124,10 +124,19 @@ def load_model(path: str | Path) -> tuple[CaloCNN, dict]:
     """A model saved by :func:`adapt_step` and what was saved with it."""
     if not Path(path).exists():
         raise FileNotFoundError(f"model file not found: {str(path)!r} (written by sim2real train / adapt as model.ckpt)")
-    saved = torch.load(path, weights_only=True)
+    expected = "expected a model.ckpt written by sim2real train / adapt"
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as error:  # pickle, zip and unpickler errors of all kinds
+        raise ValueError(f"{path}: cannot be read as a model file ({type(error).__name__}); {expected}") from error
+    if not isinstance(saved, dict) or not {"geometry", "class_names", "state_dict"} <= set(saved):
+        raise ValueError(f"{path}: holds no geometry, class_names and state_dict; {expected}")
     geometry = _geometry.Geometry.from_dict(saved["geometry"], origin=str(path))
     model = CaloCNN(geometry, n_classes=len(saved["class_names"]))
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: its weights do not fit a CaloCNN of its geometry; {expected}") from error
     return model.eval(), saved
 
 
