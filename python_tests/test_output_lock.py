@@ -45,6 +45,7 @@ def test_a_folder_the_lock_made_is_removed_when_nothing_was_written(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [
+    ["run", "--quick", "--methods", "source_only"],
     ["dqm", "--quick", "--task", "faults", "--methods", "source_only"],
     ["generate", "train", "--events", "50", "--epochs", "1"],
     ["translate", "train", "--method", "style", "--sim", "sim.root", "--real", "real.root"],

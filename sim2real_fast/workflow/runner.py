@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from .._lock import output_lock
 from ..adapt import fit
 from ..evaluate import EnergyMeter, flag_gaps, gap_recovered, paired_difference
 from ..io._atomic import atomic_path
@@ -187,8 +188,6 @@ def run(config: RunConfig, *, resume: bool = False, progress: bool = True, log=p
     "outputs"}`` and the training ``histories``; accuracies, F1 and AUC are fractions, gap_recovered a
     fraction of the gap; an undefined value (NaN) is None, null in the file.
     """
-    from .outputs import write_outputs
-
     started = time.perf_counter()
     out = Path(config.out)
     try:
@@ -196,6 +195,13 @@ def run(config: RunConfig, *, resume: bool = False, progress: bool = True, log=p
     except (FileExistsError, NotADirectoryError):
         raise NotADirectoryError(f"output folder {str(out)!r} (--out): a file is in the way; expected a folder "
                                  "(created if missing)") from None
+    with output_lock(out, "sim2real run"):
+        return _run(config, out, resume, progress, log, started)
+
+
+def _run(config: RunConfig, out: Path, resume: bool, progress: bool, log, started: float) -> dict:
+    from .outputs import write_outputs
+
     resume = _check_resumable(out, config, resume, log)
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
