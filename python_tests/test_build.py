@@ -81,3 +81,15 @@ def test_each_cpu_build_matches_the_reference(capability):
     env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
     probe = subprocess.run([sys.executable, "-I", "-c", _GENERIC_CPU_PROBE], capture_output=True, text=True, env=env)
     assert probe.returncode == 0 and probe.stdout.strip() == "ok", probe.stderr[-2000:]
+
+
+def test_the_warning_says_what_to_do_from_the_source_tree(tmp_path):
+    """Importing the uncompiled checkout from its root is explained: run outside it or install in place."""
+    from sim2real_fast._extension import how_to_build
+
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "sim2real_fast").mkdir()
+    source = how_to_build(tmp_path / "sim2real_fast", tmp_path)
+    assert "source tree of the checkout in the current folder" in source and "python -P" in source
+    elsewhere = how_to_build(tmp_path / "sim2real_fast", tmp_path / "sim2real_fast")
+    assert elsewhere.startswith("Build it with `pip install --no-build-isolation .`")

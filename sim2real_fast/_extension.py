@@ -7,9 +7,20 @@ and a warning says how to build it.
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import torch  # noqa: F401  (loads libtorch before the extension links against it)
+
+
+def how_to_build(package: Path, cwd: Path) -> str:
+    """What the warning tells a user whose import found no compiled library in ``package``."""
+    if package.parent == cwd and (cwd / "pyproject.toml").is_file():
+        return ("Python imported the uncompiled source tree of the checkout in the current folder: run Python "
+                "outside the checkout (or `python -P`) to import the installed package, or install in place with "
+                "`pip install --no-build-isolation -e .`.")
+    return "Build it with `pip install --no-build-isolation .` in an environment that has torch."
 
 try:
     from . import _C
@@ -19,7 +30,7 @@ except ImportError as error:  # pragma: no cover - exercised only without a buil
     warnings.warn(
         "sim2real_fast: the compiled library could not be loaded "
         f"({error}); using the pure-PyTorch reference implementations (slower, O(n m) memory). "
-        "Build it with `pip install --no-build-isolation .` in an environment that has torch.",
+        + how_to_build(Path(__file__).resolve().parent, Path(os.getcwd()).resolve()),
         RuntimeWarning,
         stacklevel=2,
     )

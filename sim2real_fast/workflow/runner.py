@@ -143,7 +143,8 @@ def _summarise(per_seed: dict[str, list[dict]]) -> dict:
         first = runs[0]
         entry |= {"per_class": first["per_class"], "confusion": first["confusion"], "selection": first["selection"],
                   "per_seed": [{k: r[k] for k in SCALARS if k in r} | {"seed": r["seed"], "detector_seed":
-                               r["detector_seed"], "selected": r["selected"]} for r in runs]}
+                               r["detector_seed"], "selected": r["selected"], "energy_method": r.get("energy_method")}
+                               for r in runs]}
         if method != "source_only" and baseline["target_accuracy"]:
             entry["vs_source_only"] = {
                 key: paired_difference({_key(r): r[key] for r in runs if r.get(key) is not None},
