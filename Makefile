@@ -26,7 +26,7 @@ BIN       := $(VENV)/bin
 BUILD_DIR := build/$(notdir $(VENV))
 BUILD_TOOLS := numpy "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja
 comma     := ,
-EXTRAS    := test$(if $(TORCHVISION),$(comma)vit)
+EXTRAS    := test$(comma)root$(if $(TORCHVISION),$(comma)vit)
 export PATH := $(if $(CUDA_HOME),$(CUDA_HOME)/bin:)$(PATH)
 # Python is not instrumented: a sanitized extension needs the compiler's runtimes preloaded (ASan's
 # first of all). Python and torch keep memory until exit by design, so leak checking is off.

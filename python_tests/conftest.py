@@ -12,7 +12,7 @@ from helpers import DEVICES, DTYPES
 # "ci", the default: the same bounded set of examples on every run. "fuzz" (HYPOTHESIS_PROFILE=fuzz,
 # `make fuzz`): thousands of fresh random examples per test; a failure prints the blob that replays it.
 settings.register_profile(
-    "ci", derandomize=True, max_examples=50, deadline=None, print_blob=True,
+    "ci", derandomize=True, max_examples=150, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(

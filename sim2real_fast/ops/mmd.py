@@ -33,7 +33,8 @@ def bandwidth_heuristic(x: torch.Tensor, y: torch.Tensor, method: str = "mean") 
       over all pairs ``a < b`` of the subsample ``z[floor(i N / s)]``, ``i < s = min(N, 1024)``.
 
     The result is clamped below by the square root of the dtype's smallest normal number (about
-    1e-19 in float32), so identical samples give a finite kernel. NaN in the input gives NaN.
+    1e-19 in float32), so identical samples give a finite kernel. NaN in the input, or fewer than 2
+    samples in all, gives NaN.
     """
     x, y = x.detach(), y.detach()
     n, m = x.shape[0], y.shape[0]
@@ -48,6 +49,8 @@ def bandwidth_heuristic(x: torch.Tensor, y: torch.Tensor, method: str = "mean") 
             y.var(0, correction=0).sum() + (mean_y - pooled).square().sum()
         )
         h = 2.0 * sum_sq / (total - 1)
+    elif method == "median" and total < 2:  # no pair: undefined, as the mean's 0 / 0
+        h = x.new_full((), math.nan)
     elif method == "median":
         idx = median_subsample_indices(total, x.device)
         from_x = -(-n * idx.shape[0] // total)  # indices i * N // s below n: i < ceil(n s / N)
@@ -70,7 +73,15 @@ def resolve_kernels(
     weights: Sequence[float] | torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-kernel squared bandwidths ``sigma2`` (K,) and weights (K,), in x's dtype and device."""
+    sigma2, w, _ = _resolve_kernels(x, y, bandwidth, kernel_scales, weights)
+    return sigma2, w
+
+
+def _resolve_kernels(x, y, bandwidth, kernel_scales, weights):
+    """resolve_kernels and, for a heuristic bandwidth, a 0-dim tensor that is 0 where the heuristic is
+    finite and NaN where it is not (then sigma2 holds a stand-in; None for a given bandwidth)."""
     opts = {"dtype": x.dtype, "device": x.device}
+    undefined = None
     if isinstance(bandwidth, torch.Tensor) and bandwidth.requires_grad:
         raise ValueError(f"{_OP}: gradients with respect to the bandwidth are not computed; pass bandwidth.detach()")
     if isinstance(bandwidth, torch.Tensor) and bandwidth.dim() == 1:
@@ -83,8 +94,9 @@ def resolve_kernels(
             raise ValueError(f"{_OP}: kernel_scales must be a non-empty sequence of positive numbers, got {kernel_scales!r}")
         if isinstance(bandwidth, str):
             h = bandwidth_heuristic(x, y, bandwidth)
-            # Non-finite samples make h NaN or inf, which the op refuses; the loss is NaN through
-            # the distances anyway, so any valid h serves.
+            # Non-finite samples make h NaN or inf, which the op refuses: it gets a stand-in, and
+            # mmd() makes the loss NaN (the linear estimator may not read the non-finite rows).
+            undefined = h - h
             h = torch.where(torch.isfinite(h), h, torch.ones_like(h))
         elif isinstance(bandwidth, torch.Tensor) and bandwidth.dim() == 0:
             h = bandwidth.to(**opts)
@@ -102,7 +114,7 @@ def resolve_kernels(
         w = torch.as_tensor(weights, **opts).detach()
         if w.dim() != 1 or w.shape[0] != k:
             raise ValueError(f"{_OP}: weights must be 1-D with one entry per kernel ({k}), got shape {tuple(w.shape)}")
-    return sigma2, w
+    return sigma2, w, undefined
 
 
 def _check_kernel_values(sigma2: torch.Tensor, w: torch.Tensor) -> None:
@@ -137,7 +149,8 @@ def mmd(
     - ``"linear"``: Gretton's linear-time estimator on L = floor(min(n, m) / 2) consecutive pairs
       ``(x_2l, x_2l+1, y_2l, y_2l+1)``: ``mean_l k(x,x') + k(y,y') - k(x,y') - k(x',y)``.
 
-    n != m is allowed. Float16/bfloat16 inputs are computed in float32. NaN in x or y gives NaN.
+    n != m is allowed. Float16/bfloat16 inputs are computed in float32. NaN or +-inf in x or y gives NaN
+    (with a given bandwidth, the linear estimator reads only its 2 L rows of each).
     Squared bandwidths must be positive and finite and weights finite and non-negative (ValueError
     otherwise). Second derivatives (``create_graph=True``) raise NotImplementedError; use
     :func:`sim2real_fast.reference.mmd` for them.
@@ -155,13 +168,15 @@ def mmd(
         _checks.min_samples(_OP, x, y, {"unbiased": 2, "biased": 1, "linear": 2}[estimator], f"the {estimator} estimator")
         _check_kernel_values(*resolve_kernels(x, y, bandwidth, kernel_scales, weights))
         return reference_mmd(x, y, estimator=estimator, bandwidth=bandwidth, kernel_scales=kernel_scales, weights=weights)
-    sigma2, w = resolve_kernels(x, y, bandwidth, kernel_scales, weights)
+    sigma2, w, undefined = _resolve_kernels(x, y, bandwidth, kernel_scales, weights)
     if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
         # One pass computes the value and the gradients that are needed (each exponential and block
         # of dot products once); backward only scales them.
         value, _, _ = torch.ops.sim2real_fast._mmd_with_grad(x, y, sigma2, w, estimator, x.requires_grad, y.requires_grad)
-        return value
-    return torch.ops.sim2real_fast.mmd(x, y, sigma2, w, estimator)
+    else:
+        value = torch.ops.sim2real_fast.mmd(x, y, sigma2, w, estimator)
+    # NaN (value and gradients) where a heuristic bandwidth is undefined; exact otherwise.
+    return value if undefined is None else value * (1 + undefined)
 
 
 if _extension.HAS_EXTENSION:

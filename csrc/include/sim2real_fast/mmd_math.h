@@ -84,7 +84,10 @@ C10_HOST_DEVICE LinearTerms<T> linear_terms(T d_ab, T d_pq, T d_aq, T d_bp, cons
   kernel_terms<kSum, kGrad>(d_pq, c, w, k, doubling, v_pq, t.s_pq);
   kernel_terms<kSum, kGrad>(d_aq, c, w, k, doubling, v_aq, t.s_aq);
   kernel_terms<kSum, kGrad>(d_bp, c, w, k, doubling, v_bp, t.s_bp);
-  t.h = v_ab + v_pq - v_aq - v_bp;
+  // An infinite distance (an infinite sample, or overflow) makes h NaN, as the quadratic estimators'
+  // norm expansion does, rather than the kernel's limit 0, which would hide the infinite sample
+  // behind a finite loss.
+  t.h = v_ab + v_pq - v_aq - v_bp + (d_ab * T(0) + d_pq * T(0) + d_aq * T(0) + d_bp * T(0));
   const T two_scale = T(2) * scale;
   t.s_ab *= two_scale, t.s_pq *= two_scale, t.s_aq *= two_scale, t.s_bp *= two_scale;
   return t;
