@@ -32,14 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _maps
+
 __all__ = ["OccupancyCNN"]
-
-
-def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
-        raise ValueError(f"OccupancyCNN: {name} must be a positive int or two positive ints, got {value!r}")
-    return pair
 
 
 class _RowPeriodicConv(nn.Conv2d):
@@ -102,8 +97,8 @@ class OccupancyCNN(nn.Module):
         log_scale: float | None = None,
     ) -> None:
         super().__init__()
-        self.image_size = _pair("image_size", image_size)
-        self.patch_size = _pair("patch_size", patch_size)
+        self.image_size = _maps.pair("OccupancyCNN", "image_size", image_size)
+        self.patch_size = _maps.pair("OccupancyCNN", "patch_size", patch_size)
         for name, value in (("in_channels", in_channels), ("n_classes", n_classes), ("n_features", n_features)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"OccupancyCNN: {name} must be a positive int, got {value!r}")
@@ -131,20 +126,7 @@ class OccupancyCNN(nn.Module):
 
     def features(self, maps: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) or (N, C * H * W) occupancy -> (N, n_features)."""
-        shape = (self.in_channels, *self.image_size)
-        if maps.dim() == 2 and maps.shape[1] == math.prod(shape):
-            maps = maps.unflatten(1, shape)
-        elif maps.dim() != 4 or tuple(maps.shape[1:]) != shape:
-            raise ValueError(
-                f"OccupancyCNN: expected maps (N, {', '.join(map(str, shape))}) or (N, {math.prod(shape)}), "
-                f"got {tuple(maps.shape)}"
-            )
-        x = maps.float()
-        if self.log_scale is not None:
-            x = torch.log1p(x.clamp_min(0)) / self.log_scale
-        pad_rows, pad_cols = (p - s for p, s in zip(self.padded_size, self.image_size))
-        if pad_rows or pad_cols:
-            x = F.pad(x, (0, pad_cols, 0, pad_rows))
+        x = _maps.prepared(self, maps)
         x = self.blocks(self.stem(x))
         pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
         return self.norm(self.project(pooled))

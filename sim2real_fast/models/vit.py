@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from . import _maps
 
 __all__ = ["OccupancyViT"]
 
@@ -34,13 +35,6 @@ def _vision_transformer() -> type[nn.Module]:
             f"{_INSTALL_HINT} ({type(error).__name__}: {error})"
         ) from error
     return VisionTransformer
-
-
-def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
-        raise ValueError(f"OccupancyViT: {name} must be a positive int or two positive ints, got {value!r}")
-    return pair
 
 
 class OccupancyViT(nn.Module):
@@ -84,8 +78,8 @@ class OccupancyViT(nn.Module):
         log_scale: float | None = None,
     ) -> None:
         super().__init__()
-        self.image_size = _pair("image_size", image_size)
-        self.patch_size = _pair("patch_size", patch_size)
+        self.image_size = _maps.pair("OccupancyViT", "image_size", image_size)
+        self.patch_size = _maps.pair("OccupancyViT", "patch_size", patch_size)
         for name, value in (
             ("in_channels", in_channels), ("n_classes", n_classes), ("embed_dim", embed_dim),
             ("depth", depth), ("num_heads", num_heads),
@@ -128,20 +122,7 @@ class OccupancyViT(nn.Module):
 
     def features(self, maps: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) or (N, C * H * W) occupancy -> (N, n_features)."""
-        shape = (self.in_channels, *self.image_size)
-        if maps.dim() == 2 and maps.shape[1] == math.prod(shape):
-            maps = maps.unflatten(1, shape)
-        elif maps.dim() != 4 or tuple(maps.shape[1:]) != shape:
-            raise ValueError(
-                f"OccupancyViT: expected maps (N, {', '.join(map(str, shape))}) or (N, {math.prod(shape)}), "
-                f"got {tuple(maps.shape)}"
-            )
-        x = maps.float()
-        if self.log_scale is not None:
-            x = torch.log1p(x.clamp_min(0)) / self.log_scale
-        pad_rows, pad_cols = (p - s for p, s in zip(self.padded_size, self.image_size))
-        if pad_rows or pad_cols:
-            x = F.pad(x, (0, pad_cols, 0, pad_rows))
+        x = _maps.prepared(self, maps)
         return self.encoder.forward_head(self.encoder.forward_features(x), pre_logits=True)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
