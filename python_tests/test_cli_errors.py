@@ -16,6 +16,7 @@ from helpers import one_thread  # noqa: F401  (autouse: one torch thread)
 from sim2real_fast import cli, geometry, io, simulate
 from sim2real_fast.models import CaloCNN
 from sim2real_fast.workflow import outputs, runner
+from sim2real_fast.workflow._json import write_json
 from sim2real_fast.workflow.config import SMOKE_TEST
 
 
@@ -165,7 +166,7 @@ def _strict_loads(text: str):
 def test_results_json_is_strict(quick_resumed, tmp_path):
     results = _strict_loads((quick_resumed["out"] / "results.json").read_text())
     assert results["config"]["quick"] is True and 0.0 <= results["methods"]["source_only"]["target_accuracy"] <= 1.0
-    runner._write_json(tmp_path / "x.json", {"a": math.nan, "b": [1.0, math.inf, {"c": -math.inf}], "d": (2, 0.5)})
+    write_json(tmp_path / "x.json", {"a": math.nan, "b": [1.0, math.inf, {"c": -math.inf}], "d": (2, 0.5)})
     assert _strict_loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None, {"c": None}], "d": [2, 0.5]}
 
 

@@ -36,6 +36,7 @@ from ..adapt import AdaptConfig, Domain, fit, validators
 from ..evaluate.energy import EnergyMeter
 from ..io._atomic import atomic_path
 from ..models import predict
+from ._json import strict, write_json
 from .dqm_data import FaultData, fault_data, read_real_maps, run_data
 
 __all__ = ["DQMConfig", "METHODS", "QUICK", "TASKS", "run_dqm"]
@@ -111,25 +112,6 @@ class DQMConfig:
 
 #: ``--quick``: a smoke test of every step (minutes on 2 cores), not a measurement.
 QUICK = {"sim_maps": 240, "reference_maps": 20, "real_maps": 100, "run_lumisections": 40, "epochs": 2}
-
-
-def _strict(value):
-    """JSON-ready: NaN and infinities become None, tensors and numpy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, (torch.Tensor, np.generic)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_strict(data), indent=2, allow_nan=False) + "\n")
 
 
 def _auc_interval(scores: torch.Tensor, positive: torch.Tensor, seed: int) -> list[float] | None:
@@ -208,7 +190,7 @@ def _fault_method(method: str, data: FaultData, config: DQMConfig, out: Path, re
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "arrays.pt") as tmp:
         torch.save(arrays, tmp)
-    _write_json(folder / "result.json", result)
+    write_json(folder / "result.json", result)
     return result, arrays
 
 
@@ -276,7 +258,7 @@ def _run_unit(model_name: str, how: str, config: DQMConfig, real, out: Path, res
                       "auc": float(roc_auc_score(positive[keep], score[keep])) if both else None})
     result = {"auc": float(roc_auc_score(positive, score)), "ci95": _auc_interval(score, positive, config.seed),
               "by_ls": curve, "data": data.description, **cost}
-    _write_json(folder / "result.json", result)
+    write_json(folder / "result.json", result)
     return result
 
 
@@ -291,7 +273,7 @@ def _check_resumable(out: Path, config: DQMConfig, real_file: str | None, resume
     elif not resume:
         for folder in ("faults", "run"):
             shutil.rmtree(out / folder, ignore_errors=True)
-    _write_json(stored, current)
+    write_json(stored, current)
 
 
 def run_dqm(config: DQMConfig = DQMConfig(), *, out: str | Path = "sim2real-dqm", real: str | Path | None = None,
@@ -331,5 +313,5 @@ def _run_dqm(config: DQMConfig, out: Path, real, real_maps, resume: bool, progre
     from .dqm_report import write_report
 
     write_report(out, results, extra)
-    _write_json(out / "results.json", results)
-    return json.loads(json.dumps(_strict(results)))
+    write_json(out / "results.json", results)
+    return json.loads(json.dumps(strict(results)))

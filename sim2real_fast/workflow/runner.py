@@ -33,6 +33,7 @@ from ..adapt import fit
 from ..evaluate import EnergyMeter, flag_gaps, gap_recovered, paired_difference
 from ..io._atomic import atomic_path
 from ..models import CaloCNN
+from ._json import strict, write_json
 from .config import RunConfig
 from .data import RunData, load_data, load_sim
 from .evaluation import evaluate_fit
@@ -57,23 +58,6 @@ def method_slug(method: str) -> str:
     return method.replace("+", "_")
 
 
-def _strict(data):
-    """``data`` with every NaN or infinite float replaced by None (null in strict JSON)."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: _strict(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_strict(value) for value in data]
-    return data
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Strict JSON (NaN and infinities as null) for other programs to read."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(_strict(data), indent=2, allow_nan=False) + "\n")
-
-
 def _check_resumable(out: Path, config: RunConfig, resume: bool, log) -> bool:
     """A fresh run clears ``out``'s previous results; a resumed one must have the same configuration (threads aside).
 
@@ -93,7 +77,7 @@ def _check_resumable(out: Path, config: RunConfig, resume: bool, log) -> bool:
     else:
         for folder in ("checkpoints", "methods"):
             shutil.rmtree(out / folder, ignore_errors=True)
-    _write_json(stored, config.to_dict())
+    write_json(stored, config.to_dict())
     return resume
 
 
@@ -236,8 +220,8 @@ def _run(config: RunConfig, out: Path, resume: bool, progress: bool, log, starte
         }
         results["outputs"] = write_outputs(out, results, arrays, data, config, log=log)
         results["seconds"] = time.perf_counter() - started
-        results = _strict(results)
-        _write_json(out / "results.json", {k: v for k, v in results.items() if k != "histories"})
+        results = strict(results)
+        write_json(out / "results.json", {k: v for k, v in results.items() if k != "histories"})
         return results
     finally:
         torch.set_num_threads(previous_threads)
