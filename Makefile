@@ -51,12 +51,24 @@ $(BIN)/python:
 # Linux build, with CUDA 13.0, and runs on the CPU as well); a constraint file keeps the extras from
 # replacing either. The vit extra (timm) needs torchvision: PyPI's torchvision wheels are CUDA builds
 # that fail to import beside a CPU-only torch, so with TORCHVISION= the ViT is left out and its tests skip.
-install: $(BIN)/python
+# The install is redone only when a source file or the Makefile changed since the last one, or an
+# install option differs (the stamp's name holds a digest of the options); `make -q install` exits 0
+# when nothing would be redone.
+INSTALL_OPTIONS := $(TORCH) $(TORCHVISION) $(EXTRAS) S2R_CUDA=$(S2R_CUDA) S2R_SANITIZE=$(S2R_SANITIZE) CUDA_HOME=$(CUDA_HOME)
+STAMP := $(VENV)/.installed-$(shell echo '$(INSTALL_OPTIONS)' | cksum | cut -d' ' -f1)
+SOURCES := pyproject.toml CMakeLists.txt Makefile $(shell find csrc sim2real_fast -type f -not -path '*/__pycache__/*' \
+	-not -name '*.pyc' -not -name '*.so' 2>/dev/null)
+
+$(STAMP): $(BIN)/python $(SOURCES)
+	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCHVISION),"$(TORCHVISION)") $(BUILD_TOOLS)
 	printf '%s\n' "$(TORCH)" $(if $(TORCHVISION),"$(TORCHVISION)") > $(VENV)/torch-constraint.txt
 	S2R_CUDA=$(S2R_CUDA) $(BIN)/python -m pip install -q --no-build-isolation -Cbuild-dir=$(BUILD_DIR) \
 		-Ccmake.define.S2R_SANITIZE=$(S2R_SANITIZE) -c $(VENV)/torch-constraint.txt ".[$(EXTRAS)]"
 	$(RUN_ENV) $(BIN)/python -I -c "import sim2real_fast, torch; print('sim2real_fast', sim2real_fast.__version__, 'torch', torch.__version__, sim2real_fast.build_info())"
+	touch $@
+
+install: $(STAMP)
 
 test: install
 	$(RUN_ENV) $(BIN)/pytest $(TESTS) -m "not slow" --durations=15 $(PYTEST_ARGS)

@@ -179,20 +179,25 @@ def test_tuning_simulates_only_the_dev_detector(tmp_path, monkeypatch):
     assert {c["preset"] for c in configs} == {"dev"} and {c["data_seed"] for c in configs} == {100}
 
 
-def test_gap_recovered_only_for_a_gap_the_test_set_resolves():
-    from sim2real_fast.workflow.runner import _add_gap_recovered
+def test_gap_recovered_only_where_target_oracle_beats_source_only_by_min_gap():
+    from sim2real_fast.workflow.runner import MIN_GAP, _add_gap_recovered
 
-    def runs(low, high, method, n_test):
-        return {name: [{"detector_seed": 0, "seed": 0, "target_accuracy": value, "n_test": n_test}]
+    def runs(low, high, method):
+        return {name: [{"detector_seed": 0, "seed": 0, "target_accuracy": value}]
                 for name, value in (("source_only", low), ("target_oracle", high), ("coral", method))}
 
-    resolved = runs(0.70, 0.80, 0.75, 5000)  # 10 points; 2 sigma of the difference is 1.7 points
+    assert MIN_GAP == 0.02
+    resolved = runs(0.70, 0.80, 0.75)  # a 10-point gap
     _add_gap_recovered(resolved)
     assert resolved["coral"][0]["gap_recovered"] == pytest.approx(0.5)
     assert resolved["target_oracle"][0]["gap_recovered"] == pytest.approx(1.0)
-    tiny = runs(0.790, 0.793, 0.80, 10000)  # 0.3 points; 2 sigma is 1.2 points
-    _add_gap_recovered(tiny)
-    assert all(tiny[m][0]["gap_recovered"] is None for m in tiny)
+    edge = runs(0.70, 0.72, 0.71)  # exactly 2 points, as ratios of counts round it
+    _add_gap_recovered(edge)
+    assert edge["coral"][0]["gap_recovered"] == pytest.approx(0.5)
+    for low, high in ((0.790, 0.809), (0.791, 0.783)):  # 1.9 points; target_oracle below source_only
+        small = runs(low, high, 0.80)
+        _add_gap_recovered(small)
+        assert all(small[m][0]["gap_recovered"] is None for m in small)
 
 
 def test_report_notes_how_many_runs_resolve_the_gap():
