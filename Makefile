@@ -8,6 +8,8 @@
 #                                peers -> benchmarks/RESULTS.md
 #   make fuzz                    the property-based op tests (python_tests/test_fuzz_ops.py) with the
 #                                "fuzz" hypothesis profile: thousands of random examples per op
+#   make note                    docs/technical-note.md from the benchmark outputs (PDF=1: also the
+#                                PDF, with pandoc and xelatex)
 #   make sanitize                the CPU kernels built with AddressSanitizer + UndefinedBehaviorSanitizer
 #                                in their own venv (.venv-asan, CPU-only torch), then the op tests and
 #                                the fuzz tests (ci profile) under them; any finding fails the run
@@ -40,7 +42,7 @@ SANITIZE_PYTEST_ARGS := --deselect python_tests/test_mmd.py::test_memory_stays_l
 
 RUN_ARGS ?=
 
-.PHONY: install test run bench fuzz sanitize clean
+.PHONY: install test run bench fuzz note sanitize clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +90,9 @@ bench: install
 
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(RUN_ENV) $(BIN)/pytest python_tests/test_fuzz_ops.py $(PYTEST_ARGS)
+
+note:
+	$(PYTHON) docs/make_note.py $(if $(PDF),--pdf)
 
 sanitize:
 	$(MAKE) test VENV=$(SANITIZE_VENV) TORCH=torch==2.13.0 TORCHVISION= S2R_CUDA=OFF S2R_SANITIZE=ON \
