@@ -10,6 +10,8 @@
 #                                "fuzz" hypothesis profile: thousands of random examples per op
 #   make note                    docs/technical-note.md from the benchmark outputs (PDF=1: also the
 #                                PDF, with pandoc and xelatex)
+#   make container-test          the CPU image (Dockerfile) built with podman and the tests run in it
+#                                (docker/verify.sh; container-test-cuda: Dockerfile.cuda); not in CI
 #   make sanitize                the CPU kernels built with AddressSanitizer + UndefinedBehaviorSanitizer
 #                                in their own venv (.venv-asan, CPU-only torch), then the op tests and
 #                                the fuzz tests (ci profile) under them; any finding fails the run
@@ -42,7 +44,7 @@ SANITIZE_PYTEST_ARGS := --deselect python_tests/test_mmd.py::test_memory_stays_l
 
 RUN_ARGS ?=
 
-.PHONY: install test run bench fuzz note sanitize clean
+.PHONY: install test run bench fuzz note container-test container-test-cuda sanitize clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +95,12 @@ fuzz: install
 
 note:
 	$(PYTHON) docs/make_note.py $(if $(PDF),--pdf)
+
+container-test:
+	docker/verify.sh
+
+container-test-cuda:
+	docker/verify.sh cuda
 
 sanitize:
 	$(MAKE) test VENV=$(SANITIZE_VENV) TORCH=torch==2.13.0 TORCHVISION= S2R_CUDA=OFF S2R_SANITIZE=ON \
