@@ -66,6 +66,8 @@ def test_a_text_file_as_events(files, tmp_path, command, capsys):
     message = _error([part.format(**files) for part in command] + ["--out", str(tmp_path / "out")], capsys)
     assert files["notes"] in message and "is not a ROOT file" in message
     assert "expected a ROOT event tree 'events'" in message and "hit_cell" in message
+    if command[0] == "run":  # a run that could not read its data leaves no configuration to resume
+        assert not (tmp_path / "out" / "run.json").exists()
 
 
 @pytest.mark.parametrize("command", ["run", "simulate"])

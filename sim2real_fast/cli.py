@@ -200,6 +200,23 @@ def gap_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(text: str) -> None:
+    """Print ``text``: under ``torchrun`` on rank 0 alone (every rank runs the command)."""
+    from . import distributed
+
+    if distributed.is_main():
+        print(text)
+
+
+def _fail(args: argparse.Namespace, error: Exception) -> None:
+    """Exit 2 with ``error``'s first line (rank 0 alone prints it under ``torchrun``)."""
+    from . import distributed
+
+    if not distributed.is_main():
+        raise SystemExit(2) from None
+    args.error(_one_line(error))
+
+
 def _one_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -215,8 +232,8 @@ def translate_command(args: argparse.Namespace) -> int:
             path = translation.train(args.method, out=args.out, sim=args.sim, real=args.real, data=args.data,
                                      geometry=args.geometry, epochs=args.epochs, events=args.events,
                                      batch_size=args.batch_size, seed=args.seed, resume=args.resume)
-            print(f"sim2real translate train: {args.method} trained in {time.perf_counter() - started:.0f} s; "
-                  f"written {path} (checkpoints in {Path(args.out) / 'checkpoints'})")
+            _say(f"sim2real translate train: {args.method} trained in {time.perf_counter() - started:.0f} s; "
+                 f"written {path} (checkpoints in {Path(args.out) / 'checkpoints'})")
         elif args.step == "apply":
             n = translation.apply(args.model, input_file=args.input, output_file=args.output, geometry=args.geometry,
                                   step_size=args.step_size)
@@ -234,7 +251,7 @@ def translate_command(args: argparse.Namespace) -> int:
                       f"{100 * kept['accuracy_translated']:.1f}% on translated sim")
             print(f"\nwritten: {Path(args.out) / 'results.json'}, {Path(args.out) / 'report.md'} (+ figures)")
     except (ValueError, TypeError, OSError, MissingKeyError) as error:  # bad files or options: one line, no traceback
-        args.error(_one_line(error))
+        _fail(args, error)
     return 0
 
 
@@ -305,9 +322,9 @@ def generate_command(args: argparse.Namespace) -> int:
             history = payload["history"]
             best = next((h for h in history if h["epoch"] == payload["best_epoch"]), None)
             loss = "" if best is None else f", validation loss {best['validation_loss']:.4g}"
-            print(f"sim2real generate train: {payload['method']} trained {len(history)} epochs in "
-                  f"{time.perf_counter() - started:.0f} s, kept epoch {payload['best_epoch']}{loss}; written {path} "
-                  f"(checkpoints in {Path(args.out) / 'checkpoints'})")
+            _say(f"sim2real generate train: {payload['method']} trained {len(history)} epochs in "
+                 f"{time.perf_counter() - started:.0f} s, kept epoch {payload['best_epoch']}{loss}; written {path} "
+                 f"(checkpoints in {Path(args.out) / 'checkpoints'})")
         elif args.step == "sample":
             energy = None if args.energy is None else generation.parse_energy(args.energy)
             n = generation.sample(args.model, n=args.n, output=args.output, energy=energy, particle=args.particle,
@@ -324,7 +341,7 @@ def generate_command(args: argparse.Namespace) -> int:
             _print_table(*generation.summary_table(results))
             print(f"\nwritten: {Path(args.out) / 'results.json'}, {Path(args.out) / 'report.md'}")
     except (ValueError, TypeError, OSError, ImportError, FloatingPointError, MissingKeyError) as error:  # one line
-        args.error(_one_line(error))
+        _fail(args, error)
     return 0
 
 
@@ -486,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The commands that train data-parallel under ``torchrun`` (see :mod:`sim2real_fast.distributed`).
+DISTRIBUTED = ("run", "translate train", "generate train")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -493,6 +514,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--events and --lumisections must be >= 1")
     if args.command == "gap" and len(set(args.seeds)) != len(args.seeds):
         args.error(f"--seeds must be distinct, got {args.seeds}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        command = " ".join(filter(None, (args.command, getattr(args, "step", None))))
+        if command not in DISTRIBUTED:
+            args.error(f"sim2real {command} does not run under torchrun (WORLD_SIZE > 1); "
+                       f"these do: {', '.join('sim2real ' + c for c in DISTRIBUTED)}")
+        from . import distributed
+
+        with distributed.process_group():
+            return args.run(args)
     return args.run(args)
 
 

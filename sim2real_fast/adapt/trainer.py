@@ -13,6 +13,19 @@ the labelled events a method adds beside it (pseudo-labels, k shots) and, when a
 unlabelled target batch of the same size through ``model.features`` together; the loss is the
 cross-entropy of the labelled batch plus the weighted terms of every method
 (:meth:`~sim2real_fast.adapt.methods.Method.losses`). The trainer knows no method by name.
+
+Under ``torchrun`` (:mod:`sim2real_fast.distributed`) a fit is data-parallel and its losses are those of
+one process on the global batch. Every rank draws the same batches (the same seeded generators) and
+puts its shard of each (labelled, extra, target) through ``model.features``; the shards' features are
+gathered, so the cross-entropies and the methods' losses (MMD, CORAL, the discriminator) are those of
+the whole batch on every rank, and the gradients are averaged over the ranks before every optimiser
+step (:meth:`_Run.optimize`), which keeps the weights equal everywhere. SimCLR's pretraining and the
+pseudo-labelling predictions are sharded the same way; the methods' ``prepare`` (statistics, a
+translator's training) runs on every rank, from the same seeds, to the same result. ``model.features``
+must treat events one by one (no batch statistics such as BatchNorm: they would be the shard's).
+Rank 0 writes the checkpoint files, the other ranks record the same checkpoints; a resume reads the
+files on every rank (several nodes need a shared filesystem). One process is rank 0 of 1: every
+collective is then the identity and a fit is bit for bit what it was without ``torchrun``.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import distributed
 from . import checkpoint as _checkpoint
 from .checkpoint import Checkpoint
 from .config import AdaptConfig
@@ -121,7 +135,7 @@ def fit(
             the model's state_dict in memory.
         resume: continue after the last checkpoint in ``checkpoint_dir`` (a run that finished
             returns its stored result at once).
-        progress: a tqdm bar per stage over its steps (stderr).
+        progress: a tqdm bar per stage over its steps (stderr; rank 0 only).
         augment: ``(inputs, generator) -> inputs``, the random view of SimCLR;
             default :class:`~sim2real_fast.adapt.CaloAugment` of ``model.geometry``.
 
@@ -152,6 +166,8 @@ def fit(
         if device.type == "cuda":
             torch.cuda.manual_seed(config.seed)
         run.build()
+        distributed.broadcast_parameters(run.model)
+        distributed.broadcast_parameters(run.heads)
         if folder is not None:
             files = _checkpoint.checkpoint_files(folder)
             if files and not resume:
@@ -161,7 +177,12 @@ def fit(
                 )
             if files:
                 run.restore(_checkpoint.read_checkpoint(files[-1]), folder, files[-1])
-        run.train(folder, progress=progress)
+        done = getattr(run, "done", 0)
+        found = distributed.gather(torch.tensor([done], device=device))
+        if bool((found != done).any()):
+            raise RuntimeError(f"fit: the processes resume after epochs {found.tolist()}; every process must see "
+                               f"the checkpoints in {folder} (a shared filesystem)")
+        run.train(folder, progress=progress and distributed.is_main())
     return FitResult(run.model, run.history, run.checkpoints, sum(h["seconds"] for h in run.history),
                      run.source_transform)
 
@@ -171,7 +192,8 @@ class _Run:
 
     Methods read ``labelled`` (the labelled training domain), ``source``, ``target`` (unlabelled),
     ``target_labelled``, ``randomized_source``, ``paired``, ``model``, ``heads``, ``optimizers``, ``generator``,
-    ``augment``, ``device`` and ``shared`` (values one method leaves for another, e.g. the k shots).
+    ``augment``, ``device`` and ``shared`` (values one method leaves for another, e.g. the k shots), and
+    take their optimiser steps with :meth:`optimize`.
     """
 
     def __init__(self, methods: tuple[Method, ...], model, config, *, source, target, target_labelled,
@@ -230,6 +252,14 @@ class _Run:
 
     def batches(self, n: int) -> list[torch.Tensor]:
         return _batches(n, self.config.batch_size, self.generator)
+
+    def optimize(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One step of ``optimizer`` down ``loss``, its gradients averaged over the ranks (of a loss that
+        every rank computes on the whole gathered batch, :func:`~sim2real_fast.distributed.gather`)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients(p for group in optimizer.param_groups for p in group["params"])
+        optimizer.step()
 
     def source_transform(self, inputs: torch.Tensor) -> torch.Tensor:
         for method in self.methods:
@@ -316,7 +346,8 @@ class _Run:
             return
         path = folder / _checkpoint.checkpoint_name(done, spec.stage.name, spec.epoch)
         self.checkpoints.append(Checkpoint(spec.stage.name, spec.epoch, path, None))
-        _checkpoint.write_checkpoint(path, self._payload(done))
+        if distributed.is_main():
+            _checkpoint.write_checkpoint(path, self._payload(done))
 
     # ---- the loop ------------------------------------------------------------------------------
     def train(self, folder: Path | None, *, progress: bool) -> None:
@@ -363,7 +394,10 @@ class _Run:
         return self.n_batches(len(self.source))
 
     def _supervised_epoch(self, spec: _Epoch, bar) -> dict:
-        """``round(len(source) / batch_size)`` steps over the labelled domain, with the methods' extras and losses."""
+        """``round(len(source) / batch_size)`` steps over the labelled domain, with the methods' extras and losses.
+
+        Each rank puts its shard of every part of the batch through ``model.features``; the losses see
+        the gathered features of the whole batch (:func:`_gather_parts`)."""
         g, device, model, stage = self.generator, self.device, self.model, spec.stage
         extras = [e for m in self.methods if (e := m.extra(self, stage)) is not None]
         if len(extras) > 1:
@@ -385,7 +419,8 @@ class _Run:
                 parts.append(extra.domain.inputs[extra_index[step]])
             if targets is not None:
                 parts.append(self.target.inputs[targets[step]])
-            features = model.features(torch.cat(parts).to(device)).split([len(p) for p in parts])
+            local = torch.cat([distributed.shard(part) for part in parts]).to(device)
+            features = _gather_parts(model.features(local), [len(p) for p in parts])
             f_target = features[-1] if targets is not None else None
             terms = {"ce": (1.0, F.cross_entropy(model.head(features[0]), self.labelled.labels[index].to(device)))}
             if extra is not None:
@@ -395,14 +430,29 @@ class _Run:
             for method in self.methods:
                 terms.update(method.losses(self, info))
             loss = sum(weight * value for weight, value in terms.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            self.optimize(optimizer, loss)
             for name, value in [("loss", loss), *((n, v) for n, (_, v) in terms.items())]:
                 sums[name] = sums.get(name, 0.0) + value.detach()
             if bar is not None:
                 bar.update(1)
         return {"steps": len(sizes), **{name: float(s) / len(sizes) for name, s in sums.items()}}
+
+
+def _gather_parts(local: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """The features of every part of the global batch, ``sizes`` (B_k,) rows each, from this rank's
+    (sum_k B_k_r, F) features of its shards of the parts (:func:`distributed.shard`, in part order).
+
+    One :func:`distributed.gather` joins the ranks' blocks; each part's shards are then put back in rank
+    order, which is the part's global order (shards are contiguous).
+    """
+    gathered = distributed.gather(local)
+    ranks = distributed.world_size()
+    if ranks == 1:
+        return list(gathered.split(sizes))
+    shards = [[len(s) for s in torch.arange(n).tensor_split(ranks)] for n in sizes]  # [part][rank]
+    blocks = gathered.split([sum(part[r] for part in shards) for r in range(ranks)])
+    pieces = [block.split([part[r] for part in shards]) for r, block in enumerate(blocks)]
+    return [torch.cat([pieces[r][k] for r in range(ranks)]) for k in range(len(sizes))]
 
 
 def _check_domain(method: str, argument: str, domain, *, labelled: bool) -> None:

@@ -29,20 +29,29 @@ Training (:meth:`Generator.fit`):
   and the best weights, the optimiser, the random state and the history. ``resume=True`` continues
   from it and ends with the same weights as an uninterrupted run (same device and thread count): a
   kill loses at most the epoch in progress. :func:`load` reads a checkpoint as the best weights so far.
+- data-parallel training (``torchrun``, :mod:`sim2real_fast.distributed`): every process draws the same
+  epoch order and computes ``losses`` on its shard of each batch; the gradients are summed over the
+  processes, each weighted by its share of the batch (the step of the whole batch's mean loss). The
+  noise of ``losses`` comes from :meth:`Generator.draw_noise`, which draws it for the whole batch in
+  every process (the generator and so the next epoch's order stay common, and a step uses the noise of
+  one process). The validation loss is split alike and summed over the processes, so that every
+  process stops at the same epoch; only the first process writes checkpoints.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Sequence
 
 import torch
 from torch import nn
 
-from .. import _model_file
+from .. import _model_file, distributed
 from .. import geometry as _geometry
 from ..adapt import checkpoint as _checkpoint
 from ..io._atomic import atomic_path
@@ -143,6 +152,7 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
         self.best_epoch: int | None = None
         self.source: Path | None = None
         self._optimizer: torch.optim.Optimizer | None = None
+        self._rows: tuple[torch.Tensor, int] | None = None  # this process's rows of the batch, its size
 
     # ---- hooks ---------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -157,7 +167,7 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
         """The objective of a batch on the generator's device: (B, n_cells) float32 MeV, (B,) int64,
         (B,) float32 GeV. ``progress``: epochs completed so far in training (0 at the first step),
         None for the validation loss. Returns batch means, the objective under ``"loss"``; draws
-        from ``generator`` (CPU)."""
+        from ``generator`` (CPU) through :meth:`draw_noise`."""
 
     @abc.abstractmethod
     def generate(self, labels: torch.Tensor, energy: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -177,6 +187,30 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
         for module in self.modules():
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+
+    def draw_noise(self, sample: Callable[..., torch.Tensor], size: Sequence[int],
+                   generator: torch.Generator) -> torch.Tensor:
+        """``sample(size, generator=generator)`` (``torch.rand``, ``torch.randn``) on the CPU for the (B, ...) batch
+        that :meth:`losses` holds. In data-parallel training that batch is this process's rows of a larger
+        one: the draw is then the whole batch's, of which these rows, so that every process advances
+        ``generator`` alike."""
+        if self._rows is None:
+            return sample(size, generator=generator)
+        rows, total = self._rows
+        return sample((total, *size[1:]), generator=generator)[rows]
+
+    @contextlib.contextmanager
+    def _shard(self, index: torch.Tensor) -> Iterator[torch.Tensor]:
+        """This process's part of the batch ``index`` (B,) (:func:`~sim2real_fast.distributed.shard`); inside the
+        block :meth:`draw_noise` draws for the whole batch."""
+        if distributed.world_size() == 1:
+            yield index
+            return
+        self._rows = (distributed.shard(torch.arange(len(index))), len(index))
+        try:
+            yield distributed.shard(index)
+        finally:
+            self._rows = None
 
     # ---- state ---------------------------------------------------------------------------------
     @property
@@ -269,7 +303,8 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
             epochs: most passes over the training showers; None: ``default_epochs``.
             batch_size: showers per step; None: ``default_batch_size``.
             patience: stop after this many epochs without a lower validation loss; None: ``default_patience``.
-            checkpoint_dir: a folder (created if missing) that gets a checkpoint after every epoch.
+            checkpoint_dir: a folder (created if missing) that gets a checkpoint after every epoch (in data-parallel
+                training from the first process; every process resumes from it).
             resume: continue after the checkpoint in ``checkpoint_dir`` (the same call gives the same
                 weights as an uninterrupted run); a finished run loads its result.
             progress: a tqdm bar over the steps (stderr).
@@ -285,6 +320,11 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
         images, labels, energy = self.check_data(images, labels, energy)
         energy_range = self._check_energy_range(energy_range, energy)
         train, validation = validation_split(len(images), fraction=validation_fraction, seed=seed)
+        last, processes = (len(train) - 1) % batch_size + 1, distributed.world_size()
+        if last < processes:
+            raise ValueError(f"batch_size: {processes} processes split every step's showers, but the last step of "
+                             f"{len(train)} training showers in batches of {batch_size} holds {last}; change "
+                             f"batch_size or the showers")
         folder = None if checkpoint_dir is None else Path(checkpoint_dir)
         if resume and folder is None:
             raise ValueError("resume: resume=True needs the checkpoint_dir of the run to continue")
@@ -292,8 +332,9 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
         if folder is not None:
             if folder.exists() and not folder.is_dir():
                 raise NotADirectoryError(f"checkpoint_dir: {folder} exists and is not a folder")
-            folder.mkdir(parents=True, exist_ok=True)
-            files = _checkpoint.checkpoint_files(folder)
+            if distributed.is_main():
+                folder.mkdir(parents=True, exist_ok=True)
+            files = _checkpoint.checkpoint_files(folder) if folder.is_dir() else []
             if files and not resume:
                 raise FileExistsError(f"checkpoint_dir: {folder} already holds checkpoints ({files[-1].name}); "
                                       "pass resume=True to continue that run, or use an empty folder")
@@ -314,6 +355,11 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
             done, stopped = 0, False
             if files:
                 done, stopped, best = self._restore(_checkpoint.read_checkpoint(files[-1]), run, files[-1], generator)
+            found = distributed.gather(torch.tensor([done], device=self.device))
+            if bool((found != done).any()):
+                raise RuntimeError(f"checkpoint_dir: the processes resume after epochs {found.tolist()}; every process "
+                                   f"must see the checkpoints in {folder} (a shared filesystem)")
+            distributed.broadcast_parameters(self)
             if not stopped:
                 data = (images, labels, energy)
                 self._train(data, train, validation, run, done, best, folder, generator, progress)
@@ -328,7 +374,9 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
 
     def validation_loss(self, data: tuple, index: torch.Tensor, *, seed: int, batch_size: int) -> float:
         """Mean ``losses(..., progress=None)["loss"]`` over the showers ``index`` of ``data`` (images, labels,
-        energy), without gradients, noise from ``torch.Generator().manual_seed(seed)``."""
+        energy), without gradients, noise from ``torch.Generator().manual_seed(seed)``. In data-parallel
+        training each process takes its shard of every batch and the sums are added over the processes: the
+        same value in every process."""
         generator = torch.Generator().manual_seed(seed)
         total = 0.0
         was_training = self.training
@@ -336,15 +384,19 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
         try:
             with torch.no_grad():
                 for part in index.split(batch_size):
-                    loss = self.losses(*self._batch(data, part), progress=None, generator=generator)["loss"]
-                    total += float(loss) * len(part)
+                    with self._shard(part) as mine:
+                        if len(mine):
+                            loss = self.losses(*self._batch(data, mine), progress=None, generator=generator)["loss"]
+                            total += float(loss) * len(mine)
         finally:
             self.train(was_training)
-        return total / len(index)
+        total = distributed.gather(torch.tensor([total], dtype=torch.float64, device=self.device)).sum()
+        return float(total) / len(index)
 
     def _train(self, data, train, validation, run, done, best, folder, generator, progress) -> None:
         epochs, batch_size, patience, seed = run["epochs"], run["batch_size"], run["patience"], run["seed"]
         steps = math.ceil(len(train) / batch_size)
+        parameters = [p for group in self._optimizer.param_groups for p in group["params"]]
         bar = None
         if progress:
             from tqdm import tqdm
@@ -358,15 +410,19 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
                 order = train[torch.randperm(len(train), generator=generator)]
                 sums: dict[str, float] = {}
                 for step, index in enumerate(order.split(batch_size)):
-                    losses = self.losses(*self._batch(data, index), progress=epoch - 1 + step / steps,
-                                         generator=generator)
+                    with self._shard(index) as mine:
+                        losses = self.losses(*self._batch(data, mine), progress=epoch - 1 + step / steps,
+                                             generator=generator)
                     self._optimizer.zero_grad(set_to_none=True)
                     losses["loss"].backward()
+                    distributed.average_gradients(parameters, weight=len(mine) / len(index))
                     self._optimizer.step()
                     for key, value in losses.items():
-                        sums[key] = sums.get(key, 0.0) + float(value.detach()) * len(index)
+                        sums[key] = sums.get(key, 0.0) + float(value.detach()) * len(mine)
                     if bar is not None:
                         bar.update()
+                summed = torch.tensor([list(sums.values())], dtype=torch.float64, device=self.device)
+                sums = dict(zip(sums, distributed.gather(summed).sum(0).tolist()))
                 if not math.isfinite(sums["loss"]):
                     raise FloatingPointError(f"fit: the training loss of epoch {epoch} is not finite; "
                                              "lower lr or check the showers")
@@ -379,7 +435,7 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
                 record["seconds"] = time.perf_counter() - start
                 self.history.append(record)
                 stopped = epoch - best["epoch"] >= patience
-                if folder is not None:
+                if folder is not None and distributed.is_main():
                     self._checkpoint(folder, run, epoch, stopped, best, generator)
                 if stopped:
                     break

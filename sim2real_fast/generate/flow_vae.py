@@ -194,7 +194,7 @@ class FlowVAE(CellVAE):
                progress: float | None, generator: torch.Generator) -> dict[str, torch.Tensor]:
         c = self.condition(labels, energy)
         layers = self.layer_sums(images)
-        u = torch.rand(layers.shape, generator=generator).to(layers.device)
+        u = self.draw_noise(torch.rand, layers.shape, generator).to(layers.device)
         y = self.standardised(layers, energy, u)
         flow_nll = -self.flow(c).log_prob(y)
         nll, kl, expected, _ = self.cell_terms(images, energy, torch.cat([c, y], 1), generator)

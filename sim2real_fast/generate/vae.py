@@ -356,7 +356,7 @@ class CellVAE(Generator):
         x = (torch.log1p(images.clamp_min(0)) - self.input_mean) / self.input_std
         z_mean, z_logvar = self.encoder(torch.cat([x, c], 1)).chunk(2, 1)
         z_logvar = z_logvar.clamp(-12.0, 8.0)
-        eps = torch.randn(z_mean.shape, generator=generator).to(z_mean.device)
+        eps = self.draw_noise(torch.randn, z_mean.shape, generator).to(z_mean.device)
         z = z_mean + (0.5 * z_logvar).exp() * eps
         logits, mu, raw, head = self._split(self.decoder(torch.cat([z, c], 1)))
         sigma = self.min_sigma + F.softplus(raw)

@@ -9,6 +9,15 @@ order, a checkpoint after every epoch, resume), :meth:`Translator.translate` and
 checks its own settings (:func:`check_number`), builds its networks in ``__init__`` and implements
 the hooks ``network``, ``start_fit`` (which fills ``_optimizers``), ``train_step`` and
 ``training_state`` / ``load_training_state``.
+
+Data-parallel training (``torchrun``, :mod:`sim2real_fast.distributed`): every process draws the same
+epoch order and runs its shard of each step's batch through ``train_step``, which takes its optimiser
+steps with :meth:`Translator.step` (gradients summed over the processes, each weighted by its share
+of the batch: the step of the whole batch's mean loss) and queries its image pools with
+:meth:`Translator.query_pool` (the pool of the whole batch, the same in every process). A subclass
+whose loss is a statistic of the batch gathers it (:func:`~sim2real_fast.distributed.gather`) and
+takes a ``gathered`` step, as :class:`~.style.StyleTransfer` does. Only the first process writes
+checkpoints.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .. import _model_file
+from .. import _model_file, distributed
 from .. import geometry as _geometry
 from ..adapt import checkpoint as _checkpoint
 from ..io._atomic import atomic_path
@@ -166,6 +175,7 @@ class Translator(nn.Module, metaclass=abc.ABCMeta):
                                  threshold_mev=hparams.get("threshold_mev", 1.0))
         self.history: list[dict] = []
         self.source: Path | None = None
+        self._share = 1.0  # this process's share of the step's batch (data-parallel training)
 
     # ---- hooks ---------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -208,7 +218,31 @@ class Translator(nn.Module, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def train_step(self, sim: torch.Tensor, real: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One step on encoded batches (B, L, R, C) (:meth:`ShowerCodec.encode`); returns the losses (detached)."""
+        """One step on encoded batches (B, L, R, C) (:meth:`ShowerCodec.encode`); returns the losses (detached).
+
+        Optimiser steps through :meth:`step`, pool queries through :meth:`query_pool`; in data-parallel
+        training the batches are this process's shard of the step's."""
+
+    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, *, gathered: bool = False) -> None:
+        """One step of ``optimizer`` on ``loss``, a mean over the showers of this process's batch: zero_grad,
+        backward, the gradients summed over the processes weighted by their share of the step's showers
+        (:func:`~sim2real_fast.distributed.average_gradients`: the gradient of the whole batch's mean), step.
+
+        ``gathered``: ``loss`` holds a loss of gathered batches (:func:`~sim2real_fast.distributed.gather`),
+        the same in every process; the gradients are then averaged plainly, and the means over this
+        process's showers in ``loss`` must be multiplied by its share of the batch times the number of
+        processes (as :class:`~.style.StyleTransfer` does). One process: the plain step either way."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients([p for group in optimizer.param_groups for p in group["params"]],
+                                      weight=None if gathered else self._share)
+        optimizer.step()
+
+    def query_pool(self, pool: ImagePool, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``pool.query`` of this process's (B, ...) generated images. In data-parallel training every process
+        queries its pool with the step's whole batch (gathered) and keeps its own rows: the pools and
+        ``generator`` stay the same in every process, and equal to those of one process."""
+        return distributed.shard(pool.query(distributed.gather(images.detach()), generator))
 
     @abc.abstractmethod
     def training_state(self) -> dict:
@@ -288,7 +322,8 @@ class Translator(nn.Module, metaclass=abc.ABCMeta):
             epochs: passes over max(N, M) showers (the smaller set is cycled); None: ``default_epochs``.
             batch_size: showers of each domain per step; None: ``default_batch_size``.
             checkpoint_dir: a folder (created if missing) that gets a checkpoint after every epoch
-                (atomic writes; the adaptation trainer's names, ``001_train_e1.pt``, ...).
+                (atomic writes; the adaptation trainer's names, ``001_train_e1.pt``, ...); in data-parallel
+                training the first process writes them and every process resumes from them.
             resume: continue after the last checkpoint in ``checkpoint_dir``: the same call gives
                 the same weights as an uninterrupted run (same device and thread count); a finished
                 run loads its last checkpoint.
@@ -308,6 +343,11 @@ class Translator(nn.Module, metaclass=abc.ABCMeta):
             raise ValueError(f"fit: sim and real need showers, got {len(sim)} and {len(real)}")
         if self.paired and len(sim) != len(real):
             raise ValueError(f"fit: {self.name} trains on pairs; sim has {len(sim)} showers, real {len(real)}")
+        total, processes = max(len(sim), len(real)), distributed.world_size()
+        last = (total - 1) % batch_size + 1
+        if last < processes:
+            raise ValueError(f"fit: {processes} processes split every step's showers, but the last step of {total} "
+                             f"showers in batches of {batch_size} holds {last}; change batch_size or the showers")
         folder = None if checkpoint_dir is None else Path(checkpoint_dir)
         if resume and folder is None:
             raise ValueError("fit: resume=True needs the checkpoint_dir of the run to continue")
@@ -315,8 +355,9 @@ class Translator(nn.Module, metaclass=abc.ABCMeta):
         if folder is not None:
             if folder.exists() and not folder.is_dir():
                 raise NotADirectoryError(f"fit: checkpoint_dir {folder} exists and is not a folder")
-            folder.mkdir(parents=True, exist_ok=True)
-            files = _checkpoint.checkpoint_files(folder)
+            if distributed.is_main():
+                folder.mkdir(parents=True, exist_ok=True)
+            files = _checkpoint.checkpoint_files(folder) if folder.is_dir() else []
             if files and not resume:
                 raise FileExistsError(f"fit: checkpoint_dir {folder} already holds checkpoints ({files[-1].name}); "
                                       "pass resume=True to continue that run, or use an empty folder")
@@ -336,6 +377,11 @@ class Translator(nn.Module, metaclass=abc.ABCMeta):
             done = 0
             if files:
                 done = self._restore(_checkpoint.read_checkpoint(files[-1]), run, files[-1], generator)
+            found = distributed.gather(torch.tensor([done], device=self.codec.mask.device))
+            if bool((found != done).any()):
+                raise RuntimeError(f"fit: the processes resume after epochs {found.tolist()}; every process must see "
+                                   f"the checkpoints in {folder} (a shared filesystem)")
+            distributed.broadcast_parameters(self)
             self._train(sim, real, run, done, folder, generator, progress)
         self.eval()
         return self
@@ -356,16 +402,20 @@ class Translator(nn.Module, metaclass=abc.ABCMeta):
                 lr = self.begin_epoch(epoch, epochs=epochs)
                 sums: dict[str, float] = {}
                 for sim_index, real_index in self._epoch_order(len(sim), len(real), batch_size, generator):
-                    a = self.codec.encode(sim[sim_index].to(device))
-                    b = self.codec.encode(real[real_index].to(device))
+                    sim_part, real_part = distributed.shard(sim_index), distributed.shard(real_index)
+                    self._share = len(sim_part) / len(sim_index)
+                    a = self.codec.encode(sim[sim_part].to(device))
+                    b = self.codec.encode(real[real_part].to(device))
                     for key, value in self.train_step(a, b, generator).items():
-                        sums[key] = sums.get(key, 0.0) + float(value)
+                        sums[key] = sums.get(key, 0.0) + float(value) * self._share
                     if bar is not None:
                         bar.update()
+                summed = torch.tensor([list(sums.values())], dtype=torch.float64, device=device)
+                sums = dict(zip(sums, distributed.gather(summed).sum(0).tolist()))
                 record = {"epoch": epoch, "lr": lr, **{k: v / steps for k, v in sums.items()}}
                 record["seconds"] = time.perf_counter() - start
                 self.history.append(record)
-                if folder is not None:
+                if folder is not None and distributed.is_main():
                     path = folder / _checkpoint.checkpoint_name(epoch, "train", epoch)
                     _checkpoint.write_checkpoint(path, {
                         "run": run, "epoch": epoch, "translator": self._payload(),

@@ -177,17 +177,13 @@ class CycleGAN(Translator):
         for critic in critics:
             critic.requires_grad_(False)
         losses, fake_real, fake_sim = self.generator_losses(sim, real)
-        self._optimizers["generators"].zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        self._optimizers["generators"].step()
+        self.step(self._optimizers["generators"], sum(losses.values()))
         for critic in critics:
             critic.requires_grad_(True)
-        fake_real = self._pools["real"].query(fake_real, generator)
-        fake_sim = self._pools["sim"].query(fake_sim, generator)
+        fake_real = self.query_pool(self._pools["real"], fake_real, generator)
+        fake_sim = self.query_pool(self._pools["sim"], fake_sim, generator)
         critic_losses = self.critic_losses(sim, real, fake_real, fake_sim)
-        self._optimizers["critics"].zero_grad(set_to_none=True)
-        sum(critic_losses.values()).backward()
-        self._optimizers["critics"].step()
+        self.step(self._optimizers["critics"], sum(critic_losses.values()))
         return {k: v.detach() for k, v in {**losses, **critic_losses}.items()}
 
     def training_state(self) -> dict:

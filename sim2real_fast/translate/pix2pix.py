@@ -309,15 +309,11 @@ class Pix2Pix(Translator):
     def train_step(self, sim: torch.Tensor, real: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         fake = self.generate(self.generator, sim)
         critic_losses = self.critic_losses(sim, real, fake)
-        self._optimizers["critic"].zero_grad(set_to_none=True)
-        sum(critic_losses.values()).backward()
-        self._optimizers["critic"].step()
+        self.step(self._optimizers["critic"], sum(critic_losses.values()))
         self.critic.requires_grad_(False)
         try:
             losses = self.generator_losses(sim, real, fake)
-            self._optimizers["generator"].zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            self._optimizers["generator"].step()
+            self.step(self._optimizers["generator"], sum(losses.values()))
         finally:
             self.critic.requires_grad_(True)
         return {k: v.detach() for k, v in {**losses, **critic_losses}.items()}

@@ -234,18 +234,14 @@ class SimGAN(Translator):
         self.critic.requires_grad_(False)
         for _ in range(self.refiner_steps):
             losses, _ = self.refiner_losses(sim)
-            self._optimizers["refiner"].zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            self._optimizers["refiner"].step()
+            self.step(self._optimizers["refiner"], sum(losses.values()))
         self.critic.requires_grad_(True)
         with torch.no_grad():
             refined = self.generate(self.refiner, sim)
-        refined = self._history.query(refined, generator)
+        refined = self.query_pool(self._history, refined, generator)
         for _ in range(self.critic_steps):
             critic_losses = self.critic_losses(real, refined)
-            self._optimizers["critic"].zero_grad(set_to_none=True)
-            critic_losses["critic"].backward()
-            self._optimizers["critic"].step()
+            self.step(self._optimizers["critic"], critic_losses["critic"])
         return {k: v.detach() for k, v in {**losses, **critic_losses}.items()}
 
     def training_state(self) -> dict:

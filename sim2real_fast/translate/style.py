@@ -38,6 +38,11 @@ Every step, on encoded batches (:meth:`~.networks.ShowerCodec.encode`), T's outp
 and Adam makes one step on T. The style transfer maps sim to real only:
 ``translate(..., reverse=True)`` raises.
 
+Data-parallel training (:mod:`sim2real_fast.distributed`): the mean Gram matrices are of the step's
+whole batches (each process's Gram matrices gathered), so the style loss is the one-process loss, the
+same in every process (a ``gathered`` :meth:`~.base.Translator.step`). Every process trains the whole
+loss network alike, from the same seed.
+
 Defaults, the papers' and ours:
 
 ===============================  ==============================  ========================================
@@ -88,6 +93,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import distributed
 from .. import geometry as _geometry
 from ..models.calo_cnn import CaloCNN
 from .base import Translator, check_number, register
@@ -260,16 +266,19 @@ class StyleTransfer(Translator):
         return maps
 
     def style_targets(self, real: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        """(B, L, R, C) encoded real showers -> per style layer, one (C_k, C_k) mean Gram matrix per branch."""
+        """(B, L, R, C) encoded real showers -> per style layer, one (C_k, C_k) mean Gram matrix per branch (in
+        data-parallel training: of every process's showers, gathered)."""
         with torch.no_grad():
             maps = self.feature_maps(real)
-            return {name: [gram_matrix(m).mean(0) for m in maps[name]] for name in self.style_layers}
+            return {name: [distributed.gather(gram_matrix(m)).mean(0) for m in maps[name]]
+                    for name in self.style_layers}
 
     def style_loss(self, x: torch.Tensor, targets: dict[str, list[torch.Tensor]]) -> torch.Tensor:
         """Unweighted style loss of (N, L, R, C) x: the sum over style layers and branches of the MSE
-        between the mean Gram matrix of x's showers and the target (:meth:`style_targets`)."""
+        between the mean Gram matrix of x's showers (in data-parallel training: of every process's, gathered)
+        and the target (:meth:`style_targets`)."""
         maps = self.feature_maps(x)
-        return sum((F.mse_loss(gram_matrix(m).mean(0), t)
+        return sum((F.mse_loss(distributed.gather(gram_matrix(m)).mean(0), t)
                     for name in self.style_layers for m, t in zip(maps[name], targets[name])), x.new_zeros(()))
 
     def content_loss(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -351,9 +360,11 @@ class StyleTransfer(Translator):
 
     def train_step(self, sim: torch.Tensor, real: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         losses, _ = self.transfer_losses(sim, real)
-        self._optimizers["transform"].zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        self._optimizers["transform"].step()
+        # the style loss is of the gathered batches, the same in every process: the gradients are averaged
+        # plainly, and the other losses, means over this process's showers, weighted by share x W (1 for one process)
+        scale = self._share * distributed.world_size()
+        objective = sum(v if k == "style" else v * scale for k, v in losses.items())
+        self.step(self._optimizers["transform"], objective, gathered=True)
         return {k: v.detach() for k, v in losses.items()}
 
     def training_state(self) -> dict:

@@ -51,6 +51,8 @@ def _percent(value) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """``sim2real run``; under ``torchrun`` rank 0 alone prints (an error too: the other ranks exit with code 2)."""
+    from .. import distributed
     from ..io import MissingKeyError
     from ..report import text_table
     from .config import SMOKE_TEST
@@ -61,7 +63,11 @@ def run_command(args: argparse.Namespace) -> int:
         config = _run_config(args)
         results = run(config, resume=args.resume, progress=True, log=lambda text: print(text, file=sys.stderr))
     except (ValueError, TypeError, OSError, MissingKeyError) as error:
+        if not distributed.is_main():
+            raise SystemExit(2) from None
         args.error(_one_line(error))
+    if results is None:
+        return 0
     instances = "" if config.sim else f" x {len(config.detector_seeds)} detector instance(s)"
     print(file=sys.stderr)  # after the progress output; stdout starts with the results
     if config.quick:

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import distributed
 from .. import geometry as _geometry
 from .. import io, simulate
 from ..adapt import Domain
@@ -71,12 +72,15 @@ def simulate_domain(n: int, *, geometry, effects, seed: int, description: str, p
 
 
 def _simulated(path: Path, n: int, *, geometry, effects, seed: int, description: str, progress: bool) -> Path:
-    """``path`` with ``n`` simulated showers (kept as it is when it exists: same options, same file)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        showers = simulate_domain(n, geometry=geometry, effects=effects, seed=seed, description=description,
-                                  progress=progress)
-        io.write_showers_root(path, showers.images, showers.labels, showers.energy, geometry=geometry)
+    """``path`` with ``n`` simulated showers (kept as it is when it exists: same options, same file).
+
+    Under ``torchrun`` rank 0 writes it while the other ranks wait (:func:`distributed.main_first`)."""
+    with distributed.main_first():
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            showers = simulate_domain(n, geometry=geometry, effects=effects, seed=seed, description=description,
+                                      progress=progress)
+            io.write_showers_root(path, showers.images, showers.labels, showers.energy, geometry=geometry)
     return path
 
 
@@ -181,19 +185,20 @@ def _needs_pairs(config: RunConfig) -> bool:
 def _simulated_pairs(config: RunConfig, geometry, detector_seed: int, progress: bool) -> Path:
     """``out/data/pairs-<preset>-d<k>/``: ``translate_events`` showers simulated through the sim detector
     (trainA) and the same events through the real detector instance (trainB), seed
-    ``data_seed + 3 + 1000 * detector_seed``; kept as it is when it exists."""
+    ``data_seed + 3 + 1000 * detector_seed``; kept as it is when it exists (written by rank 0 under ``torchrun``)."""
     from ..translate import write_layout
 
     folder = Path(config.out) / "data" / f"pairs-{config.preset}-d{detector_seed}"
     files = [folder / side / "pairs.root" for side in ("trainA", "trainB")]
-    if not all(f.exists() for f in files):
-        if progress:
-            print(f"paired sim/real showers ({config.preset}, detector {detector_seed}) ...", file=sys.stderr)
-        pairs = simulate.paired_showers(config.adapt.translate_events, geometry=geometry,
-                                        sim_effects=config.sim_preset,
-                                        real_effects=simulate.real_effects(config.preset, detector_seed),
-                                        seed=config.data_seed + 3 + 1000 * detector_seed)
-        write_layout(folder, pairs.sim, pairs.real, geometry=geometry, name="pairs")
+    with distributed.main_first():
+        if not all(f.exists() for f in files):
+            if progress:
+                print(f"paired sim/real showers ({config.preset}, detector {detector_seed}) ...", file=sys.stderr)
+            pairs = simulate.paired_showers(config.adapt.translate_events, geometry=geometry,
+                                            sim_effects=config.sim_preset,
+                                            real_effects=simulate.real_effects(config.preset, detector_seed),
+                                            seed=config.data_seed + 3 + 1000 * detector_seed)
+            write_layout(folder, pairs.sim, pairs.real, geometry=geometry, name="pairs")
     return folder
 
 

@@ -23,12 +23,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .. import distributed, simulate
 from .. import geometry as _geometry
-from .. import simulate
-from .._lock import output_lock
 from ..io._atomic import atomic_path
 from ..io._lazy import require
-from .translation import _check_count, _Input, _previous_run, _root_output
+from .translation import _check_count, _Input, _main_lock, _previous_run, _root_output, _save_main
 
 __all__ = ["DEFAULT_EVENTS", "ENERGY_RANGE", "SAMPLE_BLOCK", "ShowerFile", "evaluate", "parse_energy", "read_showers",
            "sample", "summary_table", "train"]
@@ -141,6 +140,11 @@ def train(
         resume: continue the run whose checkpoints are in ``out/checkpoints`` (a finished run is loaded,
             not retrained); without it a folder holding checkpoints is an error.
         progress: tqdm bars over the simulation and the training steps (stderr).
+
+    Under ``torchrun`` (:mod:`sim2real_fast.distributed`) every process reads (or simulates, in memory) the
+    showers and trains on its shard of every batch; the first process alone takes the folder's lock and
+    writes the checkpoints and ``model.pt`` (every process returns once it is written), and a resumed run
+    reads the same checkpoint in every process.
     """
     from ..generate import REGISTRY, read_payload
     from .data import simulate_domain
@@ -160,7 +164,7 @@ def train(
     geometry, folder = _geometry.get(geometry), Path(out)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"--out {folder}: exists and is not a folder")
-    with output_lock(folder, f"sim2real generate train --model {model}"):
+    with _main_lock(folder, f"sim2real generate train --model {model}"):
         previous = _previous_run(folder / "checkpoints", model, resume, read_payload=read_payload, kind="generator",
                                  option="--model")
         if previous is not None:
@@ -168,6 +172,7 @@ def train(
             seed = previous["seed"] if seed is None else seed
             events = previous["size"] if events is None and data is None else events
         seed = 0 if seed is None else seed
+        progress = progress and distributed.is_main()
         if data is None:
             showers = simulate_domain(DEFAULT_EVENTS if events is None else events, geometry=geometry,
                                       effects="nominal", seed=seed, description="training showers", progress=progress)
@@ -177,11 +182,10 @@ def train(
         if len(images) < 2:
             source = "--events 1" if data is None else f"{data}: 1 shower"
             raise ValueError(f"{source}: a generator needs at least 2 showers (training and validation)")
-        folder.mkdir(parents=True, exist_ok=True)
         generator = REGISTRY[model](geometry)
         generator.fit(images, labels, energy, energy_range=energy_range, epochs=epochs,
                       checkpoint_dir=folder / "checkpoints", resume=resume, progress=progress, seed=seed)
-        return generator.save(folder / "model.pt")
+        return _save_main(generator, folder / "model.pt")
 
 
 # ---- sample ----------------------------------------------------------------------------------------

@@ -183,11 +183,12 @@ def write_outputs(out: Path, results: dict, arrays: dict[str, dict], data: RunDa
     figures = _figures(out / "figures", results, arrays, data, config)
     outputs["figures"] = {title: str(path) for title, path in figures.items()}
     selection = {m: entry["selection"] for m, entry in results["methods"].items()}
+    processes = results["machine"].get("world_size", 1)  # that trained (torchrun)
     report.write_report(
         out / "report.md", title=f"sim2real_fast report ({SMOKE_TEST})" if config.quick else "sim2real_fast report",
         results=table_results(results), figures={t: str(p.relative_to(out)) for t, p in figures.items()},
         config={**results["config"], "class_names": results["class_names"], "device": results["machine"]["device"],
-                "gap_threshold": config.gap_alarm_threshold},
+                "gap_threshold": config.gap_alarm_threshold, **({"processes": processes} if processes > 1 else {})},
         selection=selection, alarms=results["alarms"],
         sections={"Paired difference to source_only": report.paired_table(results["methods"]),
                   "Gap decomposition: what the trivial baselines remove": report.gap_decomposition_table(

@@ -12,10 +12,16 @@ A run trains every method once per real detector instance ``d<i>`` and training 
 instance, seed) whose ``result.json`` exists is finished; ``resume=True`` skips it and continues an
 unfinished one from its last checkpoint, so an interrupted run loses at most one epoch. The figures,
 predictions.root and the exported models are those of the first instance and seed.
+
+Under ``torchrun`` every rank trains every unit together (data-parallel :func:`~sim2real_fast.adapt.fit`);
+rank 0 alone takes the folder's lock, writes run.json, the data files (the others wait, then read them),
+evaluates and writes every result and output, and logs. Whether the run resumes, and which units are
+finished, rank 0 decides for all. The other ranks return None.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .. import __version__, distributed
 from .._lock import output_lock
 from ..adapt import fit
 from ..evaluate import EnergyMeter, flag_gaps, gap_recovered, paired_difference
@@ -58,6 +64,23 @@ def method_slug(method: str) -> str:
     return method.replace("+", "_")
 
 
+def _decided_by_main(decide):
+    """``decide()`` run on rank 0 alone: its result, or the exception it raised, on every rank."""
+    if distributed.world_size() == 1:
+        return decide()
+    box = [None]
+    if distributed.is_main():
+        try:
+            box[0] = (decide(), None)
+        except Exception as error:  # every rank fails the same way
+            box[0] = (None, error)
+    torch.distributed.broadcast_object_list(box, src=0)
+    result, error = box[0]
+    if error is not None:
+        raise error
+    return result
+
+
 def _check_resumable(out: Path, config: RunConfig, resume: bool, log) -> bool:
     """A fresh run clears ``out``'s previous results; a resumed one must have the same configuration (threads aside).
 
@@ -77,16 +100,20 @@ def _check_resumable(out: Path, config: RunConfig, resume: bool, log) -> bool:
     else:
         for folder in ("checkpoints", "methods"):
             shutil.rmtree(out / folder, ignore_errors=True)
-    write_json(stored, config.to_dict())
+        stored.unlink(missing_ok=True)  # written again once the data have been read (:func:`_run`)
     return resume
 
 
 def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Path, resume: bool,
-               progress: bool) -> tuple[dict, dict]:
-    """Fit, time and evaluate one (method, instance, seed); stored under out/methods so a resumed run skips it."""
+               progress: bool) -> tuple[dict, dict] | None:
+    """Fit, time and evaluate one (method, instance, seed); stored under out/methods so a resumed run skips it.
+
+    Every rank trains; rank 0 evaluates and returns (result, arrays), the others None."""
     name = f"{method_slug(method)}-d{data.detector_seed if data.detector_seed is not None else 'file'}-seed{seed}"
     folder = out / "methods" / name
-    if resume and (folder / "result.json").exists():
+    if _decided_by_main(lambda: resume and (folder / "result.json").exists()):
+        if not distributed.is_main():
+            return None
         return json.loads((folder / "result.json").read_text()), torch.load(folder / "arrays.pt")
     checkpoints = out / "checkpoints" / name
     torch.manual_seed(seed)
@@ -97,6 +124,8 @@ def _train_one(method: str, seed: int, data: RunData, config: RunConfig, out: Pa
                      randomized_source=data.randomized, paired=data.paired,
                      checkpoint_dir=checkpoints, resume=resume,
                      progress=progress)
+    if not distributed.is_main():
+        return None
     result, arrays = evaluate_fit(fitted, data, seed=seed, selection=config.selection)
     result |= {"seed": seed, "detector_seed": data.detector_seed, "train_seconds": meter.seconds,
                "energy_joules": meter.joules, "energy_method": meter.method, "history": fitted.history}
@@ -158,36 +187,47 @@ def _add_gap_recovered(per_seed: dict[str, list[dict]]) -> None:
 
 
 def machine() -> dict:
-    """Where the run ran (goes into results.json and the report)."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    """Where the run ran (goes into results.json and the report): ``cpu_count`` is torch's threads per process,
+    ``world_size`` the processes that trained (``torchrun``), ``device`` where the models trained (the
+    CPU: ``sim2real run`` keeps its models there) and ``gpu`` the GPU present, if any."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "sim2real_fast": __version__,
-            "device": device}
+            "device": "cpu", "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "world_size": distributed.world_size()}
 
 
-def run(config: RunConfig, *, resume: bool = False, progress: bool = True, log=print) -> dict:
+def run(config: RunConfig, *, resume: bool = False, progress: bool = True, log=print) -> dict | None:
     """Train, adapt and evaluate every method of ``config`` and write the outputs (see the module doc).
 
     Returns the content of results.json: ``{"config", "machine", "class_names", "methods": {method:
     {SCALARS..., "spread", "per_class", "confusion", "selection", "per_seed"}}, "alarms", "seconds",
     "outputs"}`` and the training ``histories``; accuracies, F1 and AUC are fractions, gap_recovered a
-    fraction of the gap; an undefined value (NaN) is None, null in the file.
+    fraction of the gap; an undefined value (NaN) is None, null in the file. Under ``torchrun`` the ranks
+    other than 0 train along, log nothing, write nothing and return None (see the module doc).
     """
     started = time.perf_counter()
     out = Path(config.out)
+    if not distributed.is_main():
+        progress, log = False, lambda _: None
+    with contextlib.ExitStack() as stack:
+        resume = _decided_by_main(lambda: _claim(out, config, resume, log, stack))
+        return _run(config, out, resume, progress, log, started)
+
+
+def _claim(out: Path, config: RunConfig, resume: bool, log, stack: contextlib.ExitStack) -> bool:
+    """Create ``out``, hold its lock until ``stack`` closes, and clear or check it (:func:`_check_resumable`)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise NotADirectoryError(f"output folder {str(out)!r} (--out): a file is in the way; expected a folder "
                                  "(created if missing)") from None
-    with output_lock(out, "sim2real run"):
-        return _run(config, out, resume, progress, log, started)
+    stack.enter_context(output_lock(out, "sim2real run"))
+    return _check_resumable(out, config, resume, log)
 
 
-def _run(config: RunConfig, out: Path, resume: bool, progress: bool, log, started: float) -> dict:
+def _run(config: RunConfig, out: Path, resume: bool, progress: bool, log, started: float) -> dict | None:
     from .outputs import write_outputs
 
-    resume = _check_resumable(out, config, resume, log)
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -201,14 +241,21 @@ def _run(config: RunConfig, out: Path, resume: bool, progress: bool, log, starte
             data = load_data(config, detector_seed=detector_seed, sim=sim, progress=progress)
             if first is None:
                 first = data
+                if distributed.is_main():
+                    write_json(out / "run.json", config.to_dict())
             for seed in config.seeds:
                 for method in config.methods:
                     where = "" if detector_seed is None else f"detector {detector_seed}, "
                     log(f"[{method}, {where}seed {seed}]")
-                    result, method_arrays = _train_one(method, seed, data, config, out, resume, progress)
+                    trained = _train_one(method, seed, data, config, out, resume, progress)
+                    if trained is None:
+                        continue
+                    result, method_arrays = trained
                     per_seed[method].append(result)
                     if data is first:
                         arrays.setdefault(method, method_arrays)  # the first instance and seed feed plots and files
+        if not distributed.is_main():
+            return None
         data = first
         _add_gap_recovered(per_seed)
         methods = _summarise(per_seed)

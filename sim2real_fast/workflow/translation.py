@@ -24,8 +24,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .. import distributed, io
 from .. import geometry as _geometry
-from .. import io
 from .._lock import output_lock
 from ..adapt import Domain
 from ..adapt import checkpoint as _checkpoint
@@ -74,6 +74,21 @@ def _training_domains(cls, *, sim, real, data, geometry) -> tuple[Domain, Domain
     if cls.paired:
         _check_paired(a, b, Path(sim), Path(real))
     return a, b, Path(sim)
+
+
+def _main_lock(folder: Path, command: str) -> contextlib.AbstractContextManager:
+    """:func:`~sim2real_fast._lock.output_lock` of ``folder`` in the first process (or the only one); the others
+    of a data-parallel run write nothing there and take no lock."""
+    return output_lock(folder, command) if distributed.is_main() else contextlib.nullcontext()
+
+
+def _save_main(model, path: Path) -> Path:
+    """``model.save(path)`` in the first process (or the only one); every process returns ``path`` once it is
+    written."""
+    if distributed.is_main():
+        model.save(path)
+    distributed.barrier()
+    return path
 
 
 def _previous_run(folder: Path, method: str, resume: bool, *, read_payload=None, kind: str = "translator",
@@ -128,6 +143,11 @@ def train(
         resume: continue the run whose checkpoints are in ``out/checkpoints`` (a finished run is loaded,
             not retrained); without it a folder holding checkpoints is an error.
         progress: a tqdm bar over the steps (stderr).
+
+    Under ``torchrun`` (:mod:`sim2real_fast.distributed`) every process reads the showers and trains on its
+    shard of every batch; the first process alone takes the folder's lock and writes the checkpoints and
+    ``model.pt`` (every process returns once it is written), and a resumed run reads the same checkpoint
+    in every process.
     """
     from ..translate import REGISTRY, zero_suppression
 
@@ -140,7 +160,7 @@ def train(
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"--out {folder}: exists and is not a folder")
-    with output_lock(folder, f"sim2real translate train --method {method}"):
+    with _main_lock(folder, f"sim2real translate train --method {method}"):
         previous = _previous_run(folder / "checkpoints", method, resume)
         if previous is not None:
             epochs = previous["epochs"] if epochs is None else epochs
@@ -154,12 +174,11 @@ def train(
                 raise ValueError(f"{sim_where}: the {method} translator needs labelled sim showers (a 'label' branch or "
                                  f"dataset in every file); these have none")
             options["sim_labels"] = sim_domain.labels
-        folder.mkdir(parents=True, exist_ok=True)
         translator = cls(geometry, threshold_mev=zero_suppression(real_domain.inputs, geometry))
         translator.fit(sim_domain.inputs, real_domain.inputs, epochs=epochs, batch_size=batch_size,
-                       checkpoint_dir=folder / "checkpoints", resume=resume, progress=progress,
-                       seed=0 if seed is None else seed, **options)
-        return translator.save(folder / "model.pt")
+                       checkpoint_dir=folder / "checkpoints", resume=resume, seed=0 if seed is None else seed,
+                       progress=progress and distributed.is_main(), **options)
+        return _save_main(translator, folder / "model.pt")
 
 
 # ---- apply: shower files in steps ------------------------------------------------------------------

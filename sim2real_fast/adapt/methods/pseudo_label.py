@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import distributed
 from ...models import predict
 from ..domain import Domain
 from .base import Extra, Method, Stage, register
@@ -61,7 +62,9 @@ class PseudoLabel(Method):
         if stage.name != "pseudo_label":
             return
         if (epoch - 1) % stage.epochs == 0:  # the first epoch of a round labels the target anew
-            probs = predict(run.model, run.target.inputs).probs
+            # each rank predicts its shard of the target; every rank selects from all the predictions
+            probs = predict(run.model, distributed.shard(run.target.inputs)).probs
+            probs = distributed.gather(probs.to(run.device)).cpu()
             self.index, self.labels = select_pseudo_labels(
                 probs, threshold=self.config.pseudo_threshold, class_balance=self.config.pseudo_class_balance)
         self._kept = len(self.index)

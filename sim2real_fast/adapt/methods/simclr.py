@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ... import distributed
 from ..augment import CaloAugment
 from .base import Method, Stage, register
 
@@ -67,7 +68,11 @@ class SimCLR(Method):
         return run.augment(inputs, run.generator) if self.config.simclr_augment_labelled else inputs
 
     def run_epoch(self, run, stage, bar) -> dict:
-        """One pass of NT-Xent over source + target events, two augmented views of each."""
+        """One pass of NT-Xent over source + target events, two augmented views of each.
+
+        Data-parallel as the supervised steps are: every rank draws and augments the whole batch, puts
+        its shard of the views through ``model.features`` and computes the loss on the gathered features.
+        """
         c, g, device = self.config, run.generator, run.device
         pool = torch.cat([run.labelled.inputs, run.target.inputs])
         projection, optimizer = run.heads["projection"], run.optimizers[stage.optimizer]
@@ -76,11 +81,9 @@ class SimCLR(Method):
         for index in batches:
             x = pool[index].to(device)
             views = torch.cat([run.augment(x, g), run.augment(x, g)])
-            z = projection(run.model.features(views))
+            z = projection(distributed.gather(run.model.features(distributed.shard(views))))
             loss = nt_xent(z[: len(x)], z[len(x):], temperature=c.simclr_temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            run.optimize(optimizer, loss)
             total += loss.detach()
             if bar is not None:
                 bar.update(1)
