@@ -517,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         command = " ".join(filter(None, (args.command, getattr(args, "step", None))))
         if command not in DISTRIBUTED:
+            if os.environ.get("RANK", "0") != "0":  # rank 0 says it
+                raise SystemExit(2)
             args.error(f"sim2real {command} does not run under torchrun (WORLD_SIZE > 1); "
                        f"these do: {', '.join('sim2real ' + c for c in DISTRIBUTED)}")
         from . import distributed
