@@ -89,7 +89,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("benchmark-dqm"))
     args = parser.parse_args()
     cases = {"simulated": None} | ({"run306138": args.real} if args.real.exists() else {})
-    results: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+    results: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                                  "threads": args.threads, "torch": torch.__version__}, "cases": {}}
     for case, real in cases.items():
         runs = []
