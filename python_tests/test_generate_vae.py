@@ -1,45 +1,21 @@
 """sim2real_fast.generate: ShowerVAE's likelihood, KL schedule, conditioning and sampling, the generator
-base class' validation split, early stopping, resume, files and one-line errors."""
+base class' validation split, early stopping and input checks (what FlowVAE shares: test_generate_common.py)."""
 
+import functools
 import math
 import time
 
 import pytest
 import torch
 
-from sim2real_fast import geometry, generate, simulate
+from sim2real_fast import generate
 from sim2real_fast.generate import ShowerVAE
+from generate_fixtures import OPTIONS, data, fit_small, fitted_fixture  # noqa: F401  (data: a fixture)
 from helpers import one_thread  # noqa: F401  (an autouse fixture)
 
-SMALL = dict(latent=8, hidden=(64, 64))
-
-
-@pytest.fixture(scope="module")
-def data():
-    """1,500 nominal CaloGAN showers of every particle, 1-100 GeV."""
-    return simulate.showers(1500, effects="nominal", seed=0)
-
-
-@pytest.fixture(scope="module")
-def fitted(data):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = ShowerVAE("calogan", **SMALL, kl_warmup=1.0, lr=3e-3)
-        return model.fit(data.images, data.labels, data.energy, energy_range=(1.0, 100.0), epochs=4, batch_size=64)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fit(data, n=300, **kwargs):
-    options = dict(energy_range=(1.0, 100.0), epochs=3, batch_size=64, seed=1)
-    return ShowerVAE("calogan", **SMALL).fit(data.images[:n], data.labels[:n], data.energy[:n], **{**options, **kwargs})
-
-
-def _one_line(error) -> str:
-    text = str(error.value)
-    assert "\n" not in text, text
-    return text
+SMALL = OPTIONS[ShowerVAE]
+_fit = functools.partial(fit_small, ShowerVAE)
+fitted = fitted_fixture(ShowerVAE)
 
 
 # ---- likelihood, schedule, preprocessing -----------------------------------------------------------
@@ -266,35 +242,7 @@ def test_sampling_rate_is_measured(fitted, record_property):
     assert images.shape == (20_000, 504)
 
 
-def test_sample_errors_name_the_argument(data, fitted):
-    for energy in ((0.5, 10.0), (50.0, 120.0), torch.tensor([10.0, 200.0], dtype=torch.float64)):
-        n = 2 if isinstance(energy, torch.Tensor) else 5
-        with pytest.raises(ValueError) as error:
-            fitted.sample(n, energy=energy)
-        assert _one_line(error).startswith("energy:") and "trained range 1-100 GeV" in str(error.value)
-    with pytest.raises(ValueError) as error:
-        fitted.sample(5, particle="mu-")
-    assert _one_line(error).startswith("particle: unknown 'mu-'")
-    with pytest.raises(ValueError) as error:
-        fitted.sample(2, particle=torch.tensor([0, 3]))
-    assert _one_line(error).startswith("particle: label 3")
-    electrons = data.labels == 0
-    only_electrons = ShowerVAE("calogan", **SMALL).fit(
-        data.images[electrons][:200], data.labels[electrons][:200], data.energy[electrons][:200], epochs=1)
-    assert only_electrons.trained == ("e+",)
-    with pytest.raises(ValueError) as error:
-        only_electrons.sample(5, particle="pi+")
-    assert _one_line(error).startswith("particle: 'pi+' was not in the training showers")
-    assert torch.all(only_electrons.sample(50).labels == 0)
-    low, high = only_electrons.energy_range  # None: the data's own range
-    assert low == pytest.approx(float(data.energy[electrons][:200].min()))
-    with pytest.raises(ValueError, match="not trained"):
-        ShowerVAE("calogan", **SMALL).sample(5)
-    with pytest.raises(ValueError, match="^n: expected an int >= 0"):
-        fitted.sample(-1)
-
-
-# ---- fit: split, early stopping, resume --------------------------------------------------------------
+# ---- fit: split, early stopping ----------------------------------------------------------------------
 def test_validation_split_is_disjoint_and_fixed_by_seed(data, monkeypatch):
     train, validation = generate.validation_split(100, fraction=0.2, seed=3)
     assert len(train) == 80 and len(validation) == 20
@@ -338,53 +286,6 @@ def test_early_stopping_keeps_the_best_validation_epoch(data, monkeypatch):
     assert three.best_epoch == 3 and not torch.equal(three.decoder[0].weight, two.decoder[0].weight)
 
 
-def test_validation_loss_is_the_objective_at_full_beta(fitted, data):
-    index = torch.arange(200)
-    first = fitted.validation_loss((data.images, data.labels, data.energy), index, seed=0, batch_size=64)
-    again = fitted.validation_loss((data.images, data.labels, data.energy), index, seed=0, batch_size=64)
-    assert first == again and math.isfinite(first)
-    torch.manual_seed(0)
-    losses = fitted.losses(data.images[:200], data.labels[:200], data.energy[:200].float(), progress=None,
-                           generator=torch.Generator().manual_seed(0))
-    assert losses["beta"].item() == fitted.beta
-    parts = losses["nll"] + losses["total_nll"] + losses["kl"] + fitted.energy_weight * losses["energy"]
-    assert losses["loss"].item() == pytest.approx(parts.item(), rel=1e-5)
-
-
-def test_resume_after_a_kill_repeats_an_uninterrupted_run(tmp_path, data, monkeypatch):
-    straight = _fit(data, checkpoint_dir=tmp_path / "a")
-    assert [p.name for p in (tmp_path / "a").iterdir()] == ["003_train_e3.pt"]  # only the latest is kept
-
-    original = generate.Generator._checkpoint
-
-    def killed(self, folder, run, epoch, *args):
-        original(self, folder, run, epoch, *args)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(generate.Generator, "_checkpoint", killed)
-    with pytest.raises(KeyboardInterrupt):
-        _fit(data, checkpoint_dir=tmp_path / "b")
-    monkeypatch.setattr(generate.Generator, "_checkpoint", original)
-    assert [p.name for p in (tmp_path / "b").iterdir()] == ["001_train_e1.pt"]
-    resumed = _fit(data, checkpoint_dir=tmp_path / "b", resume=True)
-    for key, value in straight.state_dict().items():
-        assert torch.equal(resumed.state_dict()[key], value), key
-    strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
-    assert strip(resumed.history) == strip(straight.history) and len(straight.history) == 3
-    assert resumed.best_epoch == straight.best_epoch
-    finished = _fit(data, checkpoint_dir=tmp_path / "a", resume=True)
-    assert torch.equal(finished.sample(50).images, straight.sample(50).images)
-    from_checkpoint = generate.load(tmp_path / "a" / "003_train_e3.pt")
-    assert torch.equal(from_checkpoint.sample(50).images, straight.sample(50).images)
-    with pytest.raises(FileExistsError, match="resume=True"):
-        _fit(data, checkpoint_dir=tmp_path / "a")
-    with pytest.raises(ValueError, match="another run"):
-        _fit(data, checkpoint_dir=tmp_path / "a", resume=True, seed=2)
-    with pytest.raises(ValueError, match="^resume: "):
-        _fit(data, resume=True)
-
-
 def test_fit_checks_its_inputs(data):
     model = ShowerVAE("calogan", **SMALL)
     images, labels, energy = data.images[:20], data.labels[:20], data.energy[:20]
@@ -403,53 +304,3 @@ def test_fit_checks_its_inputs(data):
     for kwargs, name in bad:
         with pytest.raises(ValueError, match=name):
             ShowerVAE("calogan", **{**SMALL, **kwargs})
-
-
-# ---- files ----------------------------------------------------------------------------------------
-def test_save_load_round_trip_gives_identical_samples(tmp_path, fitted):
-    path = fitted.save(tmp_path / "vae.pt")
-    loaded = generate.load(path, method="vae", geometry="calogan")
-    assert isinstance(loaded, ShowerVAE) and not loaded.training and loaded.source == path
-    assert loaded.hparams == fitted.hparams and loaded.history == fitted.history
-    assert loaded.best_epoch == fitted.best_epoch and loaded.energy_range == (1.0, 100.0)
-    a, b = fitted.sample(300, seed=9), loaded.sample(300, seed=9)
-    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and torch.equal(a.energy, b.energy)
-    with pytest.raises(ValueError) as error:
-        loaded.sample(3, energy=(0.1, 1.0))
-    assert f"(file {path})" in _one_line(error)
-
-
-def test_load_errors_name_the_file(tmp_path, fitted):
-    path = fitted.save(tmp_path / "vae.pt")
-    with pytest.raises(generate.GeneratorFileError) as error:
-        generate.load(path, geometry="calochallenge-ds1-photons")
-    assert _one_line(error).startswith(f"{path}: a generator for geometry 'calogan'")
-    with pytest.raises(generate.GeneratorFileError) as error:
-        generate.load(path, method="flow")
-    assert _one_line(error).startswith(f"{path}: holds a 'vae' generator")
-    foreign, text = tmp_path / "foreign.pt", tmp_path / "notes.pt"
-    torch.save({"weights": torch.zeros(3)}, foreign)
-    text.write_text("not a model\nsecond line\n")
-    for file in (foreign, text):
-        with pytest.raises(generate.GeneratorFileError) as error:
-            generate.load(file)
-        assert _one_line(error).startswith(f"{file}: not a generator file")
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        generate.load(tmp_path / "missing.pt")
-
-
-# ---- other geometries ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, particle, n_cells, n_layers", [("calochallenge-ds1-photons", "gamma", 368, 5),
-                                                              ("calochallenge-ds1-pions", "pi+", 533, 7)])
-def test_calochallenge_ds1_fit_and_sample(name, particle, n_cells, n_layers):
-    data = simulate.showers(400, geometry=name, effects="nominal", seed=0,
-                            particles=particle, energy_range=(1.0, 100.0))
-    model = ShowerVAE(name, **SMALL, particles=(particle,))
-    model.fit(data.images, data.labels * 0, data.energy, epochs=2)
-    images, labels, energy = model.sample(300, seed=0)
-    geom = geometry.get(name)
-    assert images.shape == (300, n_cells) and geom.n_cells == n_cells and (images >= 0).all()
-    assert torch.all(labels == 0) and model.trained == (particle,)
-    assert [tuple(part.shape[1:]) for part in geom.split_layers(images)] == list(geom.layer_shapes)
-    assert torch.all(geom.to_padded(images)[:, ~geom.padding_mask()] == 0)
-    assert (images > 0).any(1).float().mean() > 0.9
