@@ -28,8 +28,8 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.distributed as dist
 
-__all__ = ["average_gradients", "barrier", "broadcast_parameters", "gather", "init_from_env", "is_main",
-           "main_first", "process_group", "rank", "shard", "world_size"]
+__all__ = ["average_gradients", "barrier", "broadcast_parameters", "check_resume", "gather", "init_from_env",
+           "is_main", "main_first", "process_group", "rank", "shard", "world_size"]
 
 
 def init_from_env() -> bool:
@@ -129,6 +129,15 @@ def gather(local: torch.Tensor) -> torch.Tensor:
         warnings.simplefilter("ignore", FutureWarning)
         parts = dist_nn.all_gather(padded.contiguous())
     return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+
+def check_resume(done: int, folder, *, owner: str, device: torch.device | str = "cpu") -> None:
+    """Raise on every rank unless every rank resumes after the same ``done`` epochs (they all read
+    ``folder``'s checkpoints: several nodes need a shared filesystem); ``owner`` starts the message."""
+    found = gather(torch.tensor([done], device=device))
+    if bool((found != done).any()):
+        raise RuntimeError(f"{owner}: the processes resume after epochs {found.tolist()}; every process must see "
+                           f"the checkpoints in {folder} (a shared filesystem)")
 
 
 def average_gradients(parameters: Iterable[torch.nn.Parameter], *, weight: float | None = None) -> None:

@@ -178,10 +178,7 @@ def fit(
             if files:
                 run.restore(_checkpoint.read_checkpoint(files[-1]), folder, files[-1])
         done = getattr(run, "done", 0)
-        found = distributed.gather(torch.tensor([done], device=device))
-        if bool((found != done).any()):
-            raise RuntimeError(f"fit: the processes resume after epochs {found.tolist()}; every process must see "
-                               f"the checkpoints in {folder} (a shared filesystem)")
+        distributed.check_resume(done, folder, owner="fit", device=device)
         run.train(folder, progress=progress and distributed.is_main())
     return FitResult(run.model, run.history, run.checkpoints, sum(h["seconds"] for h in run.history),
                      run.source_transform)

@@ -355,10 +355,7 @@ class Generator(nn.Module, metaclass=abc.ABCMeta):
             done, stopped = 0, False
             if files:
                 done, stopped, best = self._restore(_checkpoint.read_checkpoint(files[-1]), run, files[-1], generator)
-            found = distributed.gather(torch.tensor([done], device=self.device))
-            if bool((found != done).any()):
-                raise RuntimeError(f"checkpoint_dir: the processes resume after epochs {found.tolist()}; every process "
-                                   f"must see the checkpoints in {folder} (a shared filesystem)")
+            distributed.check_resume(done, folder, owner="checkpoint_dir", device=self.device)
             distributed.broadcast_parameters(self)
             if not stopped:
                 data = (images, labels, energy)

@@ -377,10 +377,7 @@ class Translator(nn.Module, metaclass=abc.ABCMeta):
             done = 0
             if files:
                 done = self._restore(_checkpoint.read_checkpoint(files[-1]), run, files[-1], generator)
-            found = distributed.gather(torch.tensor([done], device=self.codec.mask.device))
-            if bool((found != done).any()):
-                raise RuntimeError(f"fit: the processes resume after epochs {found.tolist()}; every process must see "
-                                   f"the checkpoints in {folder} (a shared filesystem)")
+            distributed.check_resume(done, folder, owner="fit", device=self.codec.mask.device)
             distributed.broadcast_parameters(self)
             self._train(sim, real, run, done, folder, generator, progress)
         self.eval()
